@@ -1,0 +1,30 @@
+"""Turning a user's mistake into one line on stderr and exit status 2, instead of a library traceback."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+from hydra.errors import InstantiationException
+
+from seg.errors import UserError
+
+
+@contextmanager
+def report_user_errors():
+    try:
+        yield
+    except UserError as error:
+        _fail(str(error))
+    except InstantiationException as error:
+        # Hydra wraps the constructor's TypeError, e.g. an unknown Trainer argument; its text names the
+        # target and the config key ("full_key: trainer"), which is what the user has to change.
+        cause = error.__cause__ or error
+        if isinstance(cause, UserError):
+            _fail(str(cause))
+        _fail(" ".join(str(error).split()))
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,87 @@
+"""The LightningDataModule over a folder dataset `root/{train,val,test}/{images,masks}/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from seg.data.folder import SegmentationFolder
+from seg.errors import DataError
+from seg.paths import resolve_project_path
+
+SPLITS = ("train", "val", "test")
+
+
+class FolderDataModule(L.LightningDataModule):
+    """Train/val/test loaders over `root`; `source` (e.g. the embedded generator) fills `root` first.
+
+    `root` is resolved against the project directory when relative, so it names the same folder from
+    any working directory and inside Hydra's run directories.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str | Path,
+        in_channels: int,
+        mean: list[float],
+        std: list[float],
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache: bool = True,
+        source=None,
+        train_transform=None,
+    ) -> None:
+        super().__init__()
+        self.root = resolve_project_path(root)
+        self.in_channels = in_channels
+        self.mean, self.std = list(mean), list(std)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.cache = cache
+        self.source = source
+        self.train_transform = train_transform
+        self.splits: dict[str, SegmentationFolder] = {}
+
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per node: the place to write files.
+        if self.source is not None:
+            self.source.ensure(self.root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data.root not found; check the path (relative paths start at the project folder {resolve_project_path('.')})")
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            if split not in self.splits:
+                self.splits[split] = SegmentationFolder(
+                    self.root / split,
+                    in_channels=self.in_channels,
+                    mean=self.mean,
+                    std=self.std,
+                    transform=self.train_transform if split == "train" else None,
+                    cache=self.cache,
+                )
+
+    def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.splits[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,  # no tiny last training batch (noisy BatchNorm); evaluation sees every image
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)

@@ -1,0 +1,68 @@
+"""The LightningModule: one network, one head, one `_step` shared by train, validation and test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from seg.heads import Head
+from seg.metrics import as_metric_input, segmentation_metrics
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]  # partial: params -> optimizer
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]  # partial: (optimizer, total_steps) -> scheduler
+
+
+class SegmentationModule(L.LightningModule):
+    """Trains `net` with `head`. Batches are `image (B, C, H, W) float`, `mask (B, 1, H, W) float {0,1}`."""
+
+    def __init__(
+        self,
+        *,
+        net: nn.Module,
+        head: Head,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.head = head
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        # One metric collection per stage: Lightning resets and syncs each at its epoch end.
+        self.train_metrics = segmentation_metrics("train")
+        self.val_metrics = segmentation_metrics("val")
+        self.test_metrics = segmentation_metrics("test")
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.net(image)  # (B, out_channels, H, W) logits
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        image, mask = batch["image"], batch["mask"]
+        logits = self(image)
+        loss = self.head.loss(logits, mask)
+        metrics = getattr(self, f"{stage}_metrics")
+        with torch.no_grad():
+            metrics.update(*as_metric_input(self.head.predict(logits), mask))
+        on_step = stage == "train"  # the training curve per logged step; val/test one value per epoch
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, batch_size=image.shape[0], prog_bar=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,22 @@
+"""Learning-rate schedules defined over the run's step budget.
+
+Each is `(optimizer, total_steps, **config) -> LRScheduler`: the config (conf/scheduler/*.yaml) gives the
+shape, and the module passes `total_steps` from the trainer, so `trainer.max_epochs` or
+`trainer.max_steps` overrides stretch the schedule instead of breaking it.
+"""
+
+from __future__ import annotations
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR
+
+
+def one_cycle(optimizer: Optimizer, total_steps: int, *, pct_start: float = 0.2) -> LRScheduler:
+    """Warm up to each group's configured lr, then anneal to ~0 (torch's OneCycleLR, cosine)."""
+    max_lr = [group["lr"] for group in optimizer.param_groups]
+    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(total_steps, 1), pct_start=pct_start)
+
+
+def cosine(optimizer: Optimizer, total_steps: int, *, eta_min: float = 0.0) -> LRScheduler:
+    """Cosine decay from the configured lr to `eta_min`, no warm-up."""
+    return CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=eta_min)

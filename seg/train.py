@@ -1,0 +1,93 @@
+"""`train(cfg) -> dict`: build everything from the config, fit, evaluate the best checkpoint, write summary.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from seg.errors import UserError
+from seg.module import SegmentationModule
+
+REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
+    """Instantiate module, data and trainer from a composed config; nothing runs yet."""
+    head = instantiate(cfg.head)
+    net = instantiate(cfg.model, classes=head.out_channels)  # the head says how many channels it needs
+    augment = instantiate(cfg.augment) if cfg.get("augment") else None
+    datamodule = instantiate(cfg.data, train_transform=augment)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    module = SegmentationModule(net=net, head=head, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    return module, datamodule, trainer
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, then evaluate the best checkpoint (by `val/iou`) on val and test. Returns the summary dict."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    module, datamodule, trainer = build(cfg)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    train_seconds = time.perf_counter() - start
+
+    best = _best_checkpoint(trainer)
+    # Without a best checkpoint (no validation ran, e.g. max_steps shorter than an epoch) the final
+    # weights are evaluated instead, and summary.json says so with best_checkpoint = null.
+    ckpt_path = str(best) if best else None
+    val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+    test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+
+    summary = {
+        "head": module.head.name,
+        "seed": cfg.seed,
+        **{key: float({**val, **test}[key]) for key in REPORTED},
+        "best_checkpoint": str(best) if best else None,
+        "train_seconds": round(train_seconds, 2),
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "run_dir": str(run_dir),
+    }
+    if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        print_summary(summary)
+    return summary
+
+
+def _best_checkpoint(trainer: L.Trainer) -> Path | None:
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    return Path(path) if path and Path(path).exists() else None
+
+
+def optimized_value(summary: dict, metric: str | None) -> float | None:
+    """The number a sweeper maximizes; a name that is not in the summary is a config mistake, not None."""
+    if metric is None:
+        return None
+    if metric not in summary or not isinstance(summary[metric], float):
+        valid = [k for k, v in summary.items() if isinstance(v, float)]
+        raise UserError(f"optimized_metric={metric!r} is not a metric of this run; choose one of {valid}")
+    return summary[metric]
+
+
+def print_summary(summary: dict) -> None:
+    table = Table(title=f"{summary['head']}  seed={summary['seed']}  {summary['train_seconds']:.0f}s")
+    for key in REPORTED:
+        table.add_column(key, justify="right")
+    table.add_row(*(f"{summary[key]:.4f}" for key in REPORTED))
+    console = Console()
+    console.print(table)
+    console.print(f"run directory: {summary['run_dir']}")

@@ -1,0 +1,18 @@
+"""Train a U-Net with one head: `python train.py head=tanh_mse`, `python train.py -m head=sigmoid_bce,tanh_mse seed=0,1`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from seg.cli import report_user_errors
+from seg.train import optimized_value, train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with report_user_errors():
+        summary = train(cfg)
+        return optimized_value(summary, cfg.get("optimized_metric"))  # what an Optuna sweep maximizes
+
+
+if __name__ == "__main__":
+    main()
