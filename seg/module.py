@@ -46,7 +46,7 @@ class SegmentationModule(L.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         with torch.no_grad():
             metrics.update(*as_metric_input(self.head.predict(logits), mask))
-        on_step = stage == "train"  # the training curve per logged step; val/test one value per epoch
+        on_step = stage == "train"  # train/loss: a curve of logged steps; val and test: one mean per epoch
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, batch_size=image.shape[0], prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss

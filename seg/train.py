@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from rich.table import Table
 from seg.errors import UserError
 from seg.module import SegmentationModule
 
+log = logging.getLogger(__name__)
 REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
 
 
@@ -46,6 +48,8 @@ def train(cfg: DictConfig) -> dict:
     # Without a best checkpoint (no validation ran, e.g. max_steps shorter than an epoch) the final
     # weights are evaluated instead, and summary.json says so with best_checkpoint = null.
     ckpt_path = str(best) if best else None
+    if best is None:
+        log.warning("no best checkpoint (no validation ran before training stopped): evaluating the final weights")
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
     test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader, get_worker_info
 
 from seg.data.folder import SegmentationFolder
 from seg.errors import DataError
@@ -52,7 +54,9 @@ class FolderDataModule(L.LightningDataModule):
         if self.source is not None:
             self.source.ensure(self.root)
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: data.root not found; check the path (relative paths start at the project folder {resolve_project_path('.')})")
+            raise DataError(
+                f"{self.root}: data.root not found; check the path (relative paths start at the project folder {resolve_project_path('.')})"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:
@@ -74,7 +78,8 @@ class FolderDataModule(L.LightningDataModule):
             drop_last=shuffle,  # no tiny last training batch (noisy BatchNorm); evaluation sees every image
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=False,
+            pin_memory=torch.cuda.is_available(),
+            worker_init_fn=_seed_worker,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -85,3 +90,16 @@ class FolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Lightning's per-worker seeding (numpy, random, torch), plus albumentations' own generator.
+
+    Without the second part every worker would hold a copy of the same augmentation RNG and the workers
+    would flip their batches identically.
+    """
+    pl_worker_init_function(worker_id)
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed % 2**32)

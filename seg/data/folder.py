@@ -32,9 +32,13 @@ def list_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
     unpaired_images = sorted(images.keys() - masks.keys())
     unpaired_masks = sorted(masks.keys() - images.keys())
     if unpaired_images:
-        raise DataError(f"{images[unpaired_images[0]]}: no mask with this stem in {mask_dir} ({len(unpaired_images)} images unpaired); add the masks or remove the images")
+        raise DataError(
+            f"{images[unpaired_images[0]]}: no mask with this stem in {mask_dir} ({len(unpaired_images)} images unpaired); add the masks or remove the images"
+        )
     if unpaired_masks:
-        raise DataError(f"{masks[unpaired_masks[0]]}: no image with this stem in {image_dir} ({len(unpaired_masks)} masks unpaired); add the images or remove the masks")
+        raise DataError(
+            f"{masks[unpaired_masks[0]]}: no image with this stem in {image_dir} ({len(unpaired_masks)} masks unpaired); add the images or remove the masks"
+        )
     return [(images[stem], masks[stem]) for stem in sorted(images)]
 
 
@@ -58,7 +62,9 @@ def read_image(path: Path, in_channels: int) -> np.ndarray:
         image = image[:, :, None]
     channels = image.shape[2]
     if channels != in_channels:
-        raise DataError(f"{path}: has {channels} channel(s) but the model takes {in_channels}; set data.in_channels={channels} or convert the images")
+        raise DataError(
+            f"{path}: has {channels} channel(s) but the model takes {in_channels}; set data.in_channels={channels} or convert the images"
+        )
     if image.dtype != np.uint8:
         raise DataError(f"{path}: {image.dtype} pixels; this loader reads 8-bit images")
     if channels == 3:
@@ -74,10 +80,14 @@ def read_mask(path: Path, image_shape: tuple[int, ...]) -> np.ndarray:
     if mask.ndim != 2:
         raise DataError(f"{path}: mask has {mask.shape[2]} channels; masks must be single-channel (grey) images")
     if mask.shape != image_shape[:2]:
-        raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image_shape[1]}x{image_shape[0]}; masks must match their image's size")
+        raise DataError(
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image_shape[1]}x{image_shape[0]}; masks must match their image's size"
+        )
     values = np.unique(mask)
     if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-        raise DataError(f"{path}: mask values {values[:8].tolist()} are not binary; expected only {{0, 1}} or {{0, 255}}")
+        raise DataError(
+            f"{path}: mask values {values[:8].tolist()} are not binary; expected only {{0, 1}} or {{0, 255}}"
+        )
     return (mask > 0).astype(np.uint8)
 
 
@@ -104,7 +114,9 @@ class SegmentationFolder(Dataset):
         self.mean = np.asarray(mean, np.float32) * 255  # per channel, in pixel units
         self.std = np.asarray(std, np.float32) * 255
         if len(self.mean) != in_channels or len(self.std) != in_channels:
-            raise DataError(f"data.mean/data.std have {len(self.mean)}/{len(self.std)} values but data.in_channels={in_channels}; give one per channel")
+            raise DataError(
+                f"data.mean/data.std have {len(self.mean)}/{len(self.std)} values but data.in_channels={in_channels}; give one per channel"
+            )
         decoded = [self._read(i) for i in range(len(self.pairs))]
         self.cached = decoded if cache else None
 

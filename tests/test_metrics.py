@@ -1,0 +1,71 @@
+"""IoU and Dice equal a hand computation, for both heads, accumulated over the whole split."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchmetrics.classification import BinaryJaccardIndex
+
+from seg.metrics import as_metric_input, segmentation_metrics
+from seg.module import SegmentationModule
+from tests.conftest import head_names
+from tests.test_heads import build_head
+
+# Two 1x4 "images". Logits are chosen so that tanh output and tanh targets would fool torchmetrics.
+LOGITS = torch.tensor([[[[2.0, -0.5, 0.3, -3.0]]], [[[0.1, 0.2, -0.1, -2.0]]]])  # (B=2, 1, 1, 4)
+MASK = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]], [[[0.0, 0.0, 0.0, 0.0]]]])
+# By hand, foreground = logit >= 0:  image 0: pred 1 0 1 0 vs 1 1 0 0 -> TP 1, FP 1, FN 1
+#                                    image 1: pred 1 1 0 0 vs 0 0 0 0 -> TP 0, FP 2, FN 0
+TP, FP, FN = 1, 3, 1
+HAND_IOU = TP / (TP + FP + FN)  # 0.2, dataset level: not the mean of per-image IoUs (0.333 and 0)
+HAND_DICE = 2 * TP / (2 * TP + FP + FN)  # 0.333...
+
+
+@pytest.mark.parametrize("name", head_names())
+def test_metrics_on_hand_made_batch(name):
+    head = build_head(name)
+    metrics = segmentation_metrics("val")
+    metrics.update(*as_metric_input(head.predict(LOGITS), MASK))
+    values = metrics.compute()
+    assert values["val/iou"].item() == pytest.approx(HAND_IOU)
+    assert values["val/dice"].item() == pytest.approx(HAND_DICE)
+
+
+def test_raw_tanh_output_or_targets_would_fool_torchmetrics():
+    """The traps the metric path avoids. When a batch's tanh output happens to lie in [0, 1], torchmetrics takes it
+    for probabilities and thresholds tanh(z) at 0.5 (z > 0.55), losing foreground pixels with 0 < z < 0.55; and
+    {-1, 1} targets are refused."""
+    logits = torch.tensor([[[[0.2, 0.4, 1.0, 3.0]]]])  # all foreground by the decision rule z >= 0
+    mask = torch.tensor([[[[0.0, 1.0, 1.0, 1.0]]]])
+    right = BinaryJaccardIndex()(*as_metric_input(build_head("tanh_mse").predict(logits), mask)).item()
+    wrong = BinaryJaccardIndex()(torch.tanh(logits), mask.long()).item()
+    assert right == pytest.approx(3 / 4)  # TP 3, FP 1
+    assert wrong == pytest.approx(2 / 3)  # tanh(0.2), tanh(0.4) < 0.5: TP 2, FN 1
+    with pytest.raises(RuntimeError, match="only the following values"):
+        BinaryJaccardIndex()(torch.tanh(logits), (2 * mask - 1).long())
+
+
+class FixedLogits(nn.Module):
+    """A 'network' that returns the prepared logits of each image, found by its index in the first pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))  # something for the optimizer to hold
+
+    def forward(self, image):
+        return LOGITS[image[:, 0, 0, 0].long()] * self.scale
+
+
+@pytest.mark.parametrize("name", head_names())
+def test_module_accumulates_over_batches_of_the_split(name):
+    """Through Lightning, one image per batch: the logged val/iou is still the dataset-level hand value."""
+    images = torch.arange(2).float().view(2, 1, 1, 1).expand(2, 1, 1, 4).clone()
+    data = [{"image": images[i], "mask": MASK[i]} for i in range(2)]
+    module = SegmentationModule(net=FixedLogits(), head=build_head(name), optimizer=torch.optim.SGD)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    result = trainer.validate(module, DataLoader(data, batch_size=1), verbose=False)[0]
+    assert result["val/iou"] == pytest.approx(HAND_IOU)
+    assert result["val/dice"] == pytest.approx(HAND_DICE)
