@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
-from seg.cli import report_user_errors
+from seg.cli import quiet_library_noise, report_user_errors
 from seg.train import optimized_value, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    quiet_library_noise()
     with report_user_errors():
         summary = train(cfg)
         return optimized_value(summary, cfg.get("optimized_metric"))  # what an Optuna sweep maximizes

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from contextlib import contextmanager
 
 from hydra.errors import InstantiationException
@@ -28,3 +30,16 @@ def report_user_errors():
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_library_noise() -> None:
+    """Drop start-up chatter that asks nothing of the user: Lightning's advertising tips and a deprecation
+    warning Lightning raises from its own code (lightning 2.6 with torch 2.14)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
