@@ -13,11 +13,14 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from seg.config_tree import print_config_tree
 from seg.errors import UserError
+from seg.loggers import build_loggers
 from seg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
+LAST_EPOCH = ("train/iou", "train/dice")  # of the last training epoch, as logged during it (what debug=overfit reads)
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
@@ -28,7 +31,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     datamodule = instantiate(cfg.data, train_transform=augment)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = SegmentationModule(net=net, head=head, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = build_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     return module, datamodule, trainer
@@ -38,25 +41,33 @@ def train(cfg: DictConfig) -> dict:
     """Fit, then evaluate the best checkpoint (by `val/iou`) on val and test. Returns the summary dict."""
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
+    print_config_tree(cfg, run_dir / "config_tree.log")
     module, datamodule, trainer = build(cfg)
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     train_seconds = time.perf_counter() - start
+    metrics = trainer.callback_metrics  # read now: validate() and test() below replace them
+    last_epoch = {key: float(metrics[key]) if key in metrics else None for key in LAST_EPOCH}
 
     best = _best_checkpoint(trainer)
-    # Without a best checkpoint (no validation ran, e.g. max_steps shorter than an epoch) the final
-    # weights are evaluated instead, and summary.json says so with best_checkpoint = null.
+    # Without a best checkpoint (no validation ran, e.g. max_steps shorter than an epoch, or checkpointing off,
+    # as under fast_dev_run) the final weights are evaluated instead, and summary.json says so with
+    # best_checkpoint = null.
     ckpt_path = str(best) if best else None
     if best is None:
-        log.warning("no best checkpoint (no validation ran before training stopped): evaluating the final weights")
+        log.warning(
+            "no best checkpoint (no validation before training stopped, or fast_dev_run): evaluating the final weights"
+        )
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
     test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
 
     summary = {
         "head": module.head.name,
         "seed": cfg.seed,
+        "tags": list(cfg.get("tags") or []),
         **{key: float({**val, **test}[key]) for key in REPORTED},
+        **last_epoch,
         "best_checkpoint": str(best) if best else None,
         "train_seconds": round(train_seconds, 2),
         "global_step": trainer.global_step,
