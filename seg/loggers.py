@@ -33,6 +33,15 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return loggers
 
 
+def finish_loggers(loggers: list[Logger]) -> None:
+    """End each experiment that has an end. W&B keeps one run per process and Lightning attaches any later WandbLogger
+    to it: without this, every job of a multirun would log into the first job's run."""
+    for logger in loggers:
+        finish = getattr(logger.experiment, "finish", None)
+        if callable(finish):
+            finish()
+
+
 @contextmanager
 def missing_package_hint(key: str) -> Iterator[None]:
     """Re-raise an import failure under `key` as a UserError with the install command; other errors pass."""

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from seg.config_tree import print_config_tree
 from seg.errors import UserError
-from seg.loggers import build_loggers
+from seg.loggers import build_loggers, finish_loggers
 from seg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def train(cfg: DictConfig) -> dict:
         )
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
     test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+    finish_loggers(trainer.loggers)
 
     summary = {
         "head": module.head.name,

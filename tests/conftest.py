@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,9 @@ def tiny_cfg(tmp_path):
 
 def head_names() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "head").glob("*.yaml"))
+
+
+def logged_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The CSV logger's rows (`epoch`, `step` and one column per metric, empty where not logged in that row)."""
+    with open(run_dir / "csv" / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,15 @@ from PIL import Image
 from seg.callbacks import LearningCurves
 from seg.callbacks.predictions import ALPHA
 from seg.train import build
+from tests.conftest import compose_config, logged_rows, tiny_overrides
 
 SIZE, GAP, SCALE, COUNT = 32, 2, 4, 6  # tiny images; the gap, scale and count of conf/callbacks/default.yaml
 
 
-@pytest.fixture
-def fitted(tiny_cfg):
-    """A 2-epoch tiny fit through build(), so the test can reach the trainer's callbacks."""
-    cfg = tiny_cfg("trainer.max_epochs=2")
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One 2-epoch tiny fit for this module, through build(), so the tests can reach the trainer's callbacks."""
+    cfg = compose_config(tiny_overrides(tmp_path_factory.mktemp("fitted")) + ["trainer.max_epochs=2"])
     module, datamodule, trainer = build(cfg)
     trainer.fit(module, datamodule=datamodule)
     return cfg, datamodule, trainer
@@ -76,8 +76,7 @@ def test_prediction_pictures_show_ground_truth_and_errors(fitted):
 def test_learning_curves_follow_the_logged_values(fitted):
     cfg, _, trainer = fitted
     (curves,) = [c for c in trainer.callbacks if isinstance(c, LearningCurves)]
-    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = logged_rows(Path(cfg.paths.output_dir))
     for name in ("train/loss", "val/iou", "val/dice", "val/loss"):
         logged = [float(row[name]) for row in rows if row[name]]
         assert [value for _, value in curves.history[name]] == pytest.approx(logged, rel=1e-6), name
