@@ -37,7 +37,7 @@ def test_fdr_runs_one_batch_and_still_reports(tiny_cfg):
 
 
 def test_limit_runs_a_few_batches_per_epoch(tiny_cfg):
-    cfg = tiny_cfg("debug=limit", "data.batch_size=4")  # 8 training batches per epoch without the limit
+    cfg = tiny_cfg("debug=limit", "data.batch_size=4", "trainer.max_epochs=1")  # 8 batches an epoch unlimited
     summary = train(cfg)
     assert cfg.trainer.limit_train_batches == 4
     assert summary["global_step"] == 4 * cfg.trainer.max_epochs
