@@ -24,8 +24,8 @@ ALPHA = 0.5  # overlay opacity: the image stays visible under the colour
 class PredictionImages(L.Callback):
     """After each validation during fit: one no-grad forward pass on the first `num_images` validation images.
 
-    The picture goes to every TensorBoardLogger (tag `val/predictions`) and to `dirpath/epoch_XXX.png`, which
-    any logger setup has. `scale` enlarges each pixel to a `scale`-pixel square so small images stay legible.
+    The picture goes to every TensorBoardLogger (tag `val/predictions`) and, whatever the loggers, to
+    `dirpath/epoch_XXX.png`. `scale` enlarges each pixel to a `scale`-pixel square so small images stay legible.
     """
 
     def __init__(self, *, dirpath: str | Path, num_images: int = 6, scale: int = 4) -> None:
@@ -72,6 +72,7 @@ def first_images(dataloader, count: int) -> dict[str, Tensor]:
         masks.append(batch["mask"])
         if sum(len(m) for m in masks) >= count:
             break
+    # clone: keep `count` images, not the whole batches a slice would hold on to for the rest of the run
     return {"image": torch.cat(images)[:count].clone(), "mask": torch.cat(masks)[:count].clone()}
 
 
