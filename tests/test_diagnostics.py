@@ -47,7 +47,9 @@ def test_cross_entropy_pushes_every_mistake(name):
 
 def test_decision_gradient_is_per_pixel_not_divided_by_the_pixel_count():
     grad = decision_gradient(build_head("sigmoid_bce"), Z, Y).flatten().tolist()
-    assert grad == pytest.approx([sigmoid(z) - y for z, y in zip(Z.flatten().tolist(), Y.flatten().tolist(), strict=True)], rel=1e-5)
+    assert grad == pytest.approx(
+        [sigmoid(z) - y for z, y in zip(Z.flatten().tolist(), Y.flatten().tolist(), strict=True)], rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", ["sigmoid_bce", "tanh_mse"])
