@@ -27,6 +27,7 @@ class Head(ABC):
 
     name: str  # the name runs and reports use, equal to the config option (conf/head/<name>.yaml)
     out_channels: int = 1  # channels the network must output for this head
+    pixelwise: bool = True  # the loss is a mean of per-pixel terms (False: Dice, Lovasz couple the pixels)
 
     @abstractmethod
     def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
@@ -105,6 +106,7 @@ class SigmoidDice(Head):
     """
 
     name = "dice"
+    pixelwise = False
 
     def __init__(self, *, smooth: float = 0.0) -> None:
         self.dice = smp_losses.DiceLoss(mode="binary", from_logits=True, smooth=smooth)
@@ -152,6 +154,7 @@ class LovaszHinge(Head):
     """
 
     name = "lovasz"
+    pixelwise = False
 
     def __init__(self) -> None:
         self.lovasz = smp_losses.LovaszLoss(mode="binary", per_image=False)

@@ -168,3 +168,8 @@ def test_confident_mistake_is_stuck_for_tanh_but_pushed_for_bce():
         grads[name] = z.grad.item()
     assert grads["sigmoid_bce"] == pytest.approx(-1.0, abs=0.01)
     assert abs(grads["tanh_mse"]) < 1e-4  # 2 (a - 1)(1 - a^2) with a = tanh(-6) ~ -1 + 1.2e-5
+
+
+@pytest.mark.parametrize("name", head_names())
+def test_every_pixelwise_head_has_a_closed_form_gradient(name):
+    assert build_head(name).pixelwise == (name in PIXEL_GRADIENTS)
