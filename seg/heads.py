@@ -4,9 +4,9 @@ The U-Net ends in raw logits `z` (no activation) and knows nothing of heads; eve
 between "sigmoid + BCE" and "tanh + MSE" lives here. The math and the facts the tests check are in
 HEADS.md (project's shared docs) and README "Heads".
 
-Decision rule, shared by every head: a pixel is foreground when `probability(z) >= 0.5`. For both heads
-below that is `z >= 0` (sigmoid(0) = (tanh(0) + 1) / 2 = 0.5), so the network's decision boundary is the
-same and only training differs.
+Decision rule, shared by every head: a pixel is foreground when `probability(z) >= 0.5`. For every
+one-channel head below that is `z >= 0` (sigmoid(0) = (tanh(0) + 1) / 2 = 0.5), and for `softmax_ce` it is
+`z1 >= z0`, so the network's decision boundary is the same and only training differs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 
 import torch
 import torch.nn.functional as F
+from segmentation_models_pytorch import losses as smp_losses
 from torch import Tensor
 
 
@@ -26,6 +27,7 @@ class Head(ABC):
 
     name: str  # the name runs and reports use, equal to the config option (conf/head/<name>.yaml)
     out_channels: int = 1  # channels the network must output for this head
+    pixelwise: bool = True  # the loss is a mean of per-pixel terms (False: Dice, Lovasz couple the pixels)
 
     @abstractmethod
     def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
@@ -66,3 +68,100 @@ class TanhMSE(Head):
 
     def probability(self, logits: Tensor) -> Tensor:
         return (torch.tanh(logits) + 1) / 2  # == sigmoid(2 z)
+
+
+class SigmoidMSE(Head):
+    """sigmoid output, MSE on {0, 1} targets (the Brier score). dL/dz = 2 (p - y) p (1 - p): tanh_mse's shape, halved in z."""
+
+    name = "sigmoid_mse"
+
+    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        return F.mse_loss(torch.sigmoid(logits), mask)
+
+    def probability(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)
+
+
+class SoftmaxCE(Head):
+    """Two output channels (background, foreground), softmax cross-entropy.
+
+    probability = softmax(z)[1] = sigmoid(z1 - z0): the decision rule is z1 >= z0, and the loss and its gradient
+    in the logit difference d = z1 - z0 equal sigmoid_bce's in z. The two-channel parametrization is what differs.
+    """
+
+    name = "softmax_ce"
+    out_channels = 2
+
+    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:  # (B, 2, H, W), (B, 1, H, W)
+        return F.cross_entropy(logits, mask[:, 0].long())
+
+    def probability(self, logits: Tensor) -> Tensor:
+        return torch.softmax(logits, dim=1)[:, 1:2]
+
+
+class SigmoidDice(Head):
+    """Soft Dice loss on sigmoid(z), computed over the whole batch (smp DiceLoss, binary mode).
+
+    A set-level loss: a pixel's gradient depends on every other pixel of the batch.
+    """
+
+    name = "dice"
+    pixelwise = False
+
+    def __init__(self, *, smooth: float = 0.0) -> None:
+        self.dice = smp_losses.DiceLoss(mode="binary", from_logits=True, smooth=smooth)
+
+    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        return self.dice(logits, mask)
+
+    def probability(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)
+
+
+class SigmoidBCEDice(SigmoidDice):
+    """Binary cross-entropy plus soft Dice (`bce_weight` * BCE + Dice), a common default in segmentation."""
+
+    name = "bce_dice"
+
+    def __init__(self, *, bce_weight: float = 1.0, smooth: float = 0.0) -> None:
+        super().__init__(smooth=smooth)
+        self.bce_weight = bce_weight
+
+    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        return self.bce_weight * F.binary_cross_entropy_with_logits(logits, mask) + self.dice(logits, mask)
+
+
+class SigmoidFocal(Head):
+    """Focal loss (Lin et al. 2017): BCE scaled by (1 - p_t)^gamma, so easy pixels count less (smp FocalLoss)."""
+
+    name = "focal"
+
+    def __init__(self, *, gamma: float = 2.0, alpha: float | None = None) -> None:
+        self.focal = smp_losses.FocalLoss(mode="binary", gamma=gamma, alpha=alpha)
+
+    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        return self.focal(logits, mask)
+
+    def probability(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)
+
+
+class LovaszHinge(Head):
+    """Lovász hinge (Berman et al. 2018): a convex surrogate of the batch's IoU, on margins of the raw logit.
+
+    Not a probabilistic loss: sigmoid(z) is reported as the probability so that the decision rule (z >= 0)
+    and the metrics are those of every other head, but its calibration means little.
+    """
+
+    name = "lovasz"
+    pixelwise = False
+
+    def __init__(self) -> None:
+        self.lovasz = smp_losses.LovaszLoss(mode="binary", per_image=False)
+
+    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        # smp's Lovasz builds float32 weights: compute in float32 (a float64 or bf16 map would not match them).
+        return self.lovasz(logits.float(), mask.float())
+
+    def probability(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)

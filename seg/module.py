@@ -39,7 +39,7 @@ class SegmentationModule(L.LightningModule):
     def forward(self, image: Tensor) -> Tensor:
         return self.net(image)  # (B, out_channels, H, W) logits
 
-    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         image, mask = batch["image"], batch["mask"]
         logits = self(image)
         loss = self.head.loss(logits, mask)
@@ -49,16 +49,16 @@ class SegmentationModule(L.LightningModule):
         on_step = stage == "train"  # train/loss: a curve of logged steps; val and test: one mean per epoch
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, batch_size=image.shape[0], prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        return loss
+        return {"loss": loss, "logits": logits.detach()}  # callbacks (diagnostics, pictures) read the logits
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "val")
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "test")
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

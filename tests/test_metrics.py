@@ -12,7 +12,7 @@ from torchmetrics.classification import BinaryJaccardIndex
 from seg.metrics import as_metric_input, segmentation_metrics
 from seg.module import SegmentationModule
 from tests.conftest import head_names
-from tests.test_heads import build_head
+from tests.test_heads import build_head, logits_for
 
 # Two 1x4 "images". Logits are chosen so that tanh output and tanh targets would fool torchmetrics.
 LOGITS = torch.tensor([[[[2.0, -0.5, 0.3, -3.0]]], [[[0.1, 0.2, -0.1, -2.0]]]])  # (B=2, 1, 1, 4)
@@ -28,7 +28,7 @@ HAND_DICE = 2 * TP / (2 * TP + FP + FN)  # 0.333...
 def test_metrics_on_hand_made_batch(name):
     head = build_head(name)
     metrics = segmentation_metrics("val")
-    metrics.update(*as_metric_input(head.predict(LOGITS), MASK))
+    metrics.update(*as_metric_input(head.predict(logits_for(head, LOGITS)), MASK))
     values = metrics.compute()
     assert values["val/iou"].item() == pytest.approx(HAND_IOU)
     assert values["val/dice"].item() == pytest.approx(HAND_DICE)
@@ -51,12 +51,13 @@ def test_raw_tanh_output_or_targets_would_fool_torchmetrics():
 class FixedLogits(nn.Module):
     """A 'network' that returns the prepared logits of each image, found by its index in the first pixel."""
 
-    def __init__(self) -> None:
+    def __init__(self, head) -> None:
         super().__init__()
+        self.head = head
         self.scale = nn.Parameter(torch.ones(()))  # something for the optimizer to hold
 
     def forward(self, image):
-        return LOGITS[image[:, 0, 0, 0].long()] * self.scale
+        return logits_for(self.head, LOGITS[image[:, 0, 0, 0].long()] * self.scale)
 
 
 @pytest.mark.parametrize("name", head_names())
@@ -64,7 +65,8 @@ def test_module_accumulates_over_batches_of_the_split(name):
     """Through Lightning, one image per batch: the logged val/iou is still the dataset-level hand value."""
     images = torch.arange(2).float().view(2, 1, 1, 1).expand(2, 1, 1, 4).clone()
     data = [{"image": images[i], "mask": MASK[i]} for i in range(2)]
-    module = SegmentationModule(net=FixedLogits(), head=build_head(name), optimizer=torch.optim.SGD)
+    head = build_head(name)
+    module = SegmentationModule(net=FixedLogits(head), head=head, optimizer=torch.optim.SGD)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     result = trainer.validate(module, DataLoader(data, batch_size=1), verbose=False)[0]
     assert result["val/iou"] == pytest.approx(HAND_IOU)

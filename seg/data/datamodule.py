@@ -36,6 +36,7 @@ class FolderDataModule(L.LightningDataModule):
         cache: bool = True,
         source=None,
         train_transform=None,
+        label_noise=None,
     ) -> None:
         super().__init__()
         self.root = resolve_project_path(root)
@@ -47,6 +48,7 @@ class FolderDataModule(L.LightningDataModule):
         self.cache = cache
         self.source = source
         self.train_transform = train_transform
+        self.label_noise = label_noise  # applied to training masks only: val and test measure the clean truth
         self.splits: dict[str, SegmentationFolder] = {}
 
     def prepare_data(self) -> None:
@@ -67,6 +69,7 @@ class FolderDataModule(L.LightningDataModule):
                     mean=self.mean,
                     std=self.std,
                     transform=self.train_transform if split == "train" else None,
+                    label_noise=self.label_noise if split == "train" else None,
                     cache=self.cache,
                 )
 

@@ -106,9 +106,11 @@ class SegmentationFolder(Dataset):
         mean: list[float],
         std: list[float],
         transform=None,
+        label_noise=None,
         cache: bool = True,
     ) -> None:
         self.pairs = list_pairs(split_dir)
+        self.label_noise = label_noise  # (mask, index) -> mask; training split only
         self.in_channels = in_channels
         self.transform = transform
         self.mean = np.asarray(mean, np.float32) * 255  # per channel, in pixel units
@@ -126,7 +128,10 @@ class SegmentationFolder(Dataset):
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
         image = read_image(image_path, self.in_channels)
-        return image, read_mask(mask_path, image.shape)
+        mask = read_mask(mask_path, image.shape)
+        if self.label_noise is not None:
+            mask = self.label_noise(mask, index)
+        return image, mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image, mask = self.cached[index] if self.cached is not None else self._read(index)

@@ -1,0 +1,210 @@
+"""Rendering a head study (seg.compare) as report.md, curves.png and a printed table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from seg.compare import (  # noqa: E402
+    METRICS,
+    Study,
+    describe,
+    failed_jobs,
+    last_value,
+    late_mean,
+    metric_by_seed,
+    missing_runs,
+    paired_comparison,
+    read_curve,
+)
+
+DIAGNOSTICS = (  # (column title, how to read it from a job)
+    ("stuck of wrong (late train)", lambda job: late_mean(job, "train/stuck_of_wrong")),
+    ("stuck fraction (late train)", lambda job: late_mean(job, "train/stuck_fraction")),
+    ("|dL/dz| wrong (late train)", lambda job: late_mean(job, "train/wrong_grad")),
+    ("val ECE (last)", lambda job: last_value(job, "val/ece")),
+    ("val Brier (last)", lambda job: last_value(job, "val/brier")),
+)
+
+
+def fmt(x: float, digits: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    return "n/a" if math.isnan(p) else f"{p:.3g}"
+
+
+def mean_of_known(values: list[float]) -> float:
+    known = [v for v in values if not math.isnan(v)]
+    return float(np.mean(known)) if known else math.nan
+
+
+def summary_rows(study: Study) -> list[dict]:
+    rows = []
+    for label, jobs in sorted(study.groups.items()):
+        row = {"group": label}
+        for metric in METRICS:
+            row[metric] = describe(np.array(list(metric_by_seed(jobs, metric).values())))
+        rows.append(row)
+    return rows
+
+
+def comparison_rows(study: Study, baseline: str) -> list[dict]:
+    """Each non-baseline group against the baseline head in the same context, paired by seed."""
+    by_context = {}
+    for jobs in study.groups.values():
+        if jobs[0].head == baseline:
+            by_context[study.context(jobs[0])] = jobs
+    rows = []
+    for label, jobs in sorted(study.groups.items()):
+        base = by_context.get(study.context(jobs[0]))
+        if jobs[0].head == baseline or base is None:
+            continue
+        row = {"group": label, "baseline": study.label(base[0])}
+        for metric in METRICS:
+            row[metric] = paired_comparison(metric_by_seed(jobs, metric), metric_by_seed(base, metric))
+        rows.append(row)
+    return rows
+
+
+def verdict(row: dict, metric: str = "test/iou") -> str:
+    c = row[metric]
+    if c["n"] < 2 or math.isnan(c["ci_low"]):
+        return "too few paired seeds to say"
+    direction = "better" if c["mean_diff"] > 0 else "worse"
+    if c["ci_low"] > 0 or c["ci_high"] < 0:
+        strength = "the 95% CI excludes 0"
+        if not c["wilcoxon_p"] < 0.05:
+            strength += f", but Wilcoxon p = {fmt_p(c['wilcoxon_p'])} is not < 0.05"
+        return f"{direction} by {abs(c['mean_diff']):.4f} ({strength})"
+    return (
+        f"no significant difference: {c['mean_diff']:+.4f}, 95% CI [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}] includes 0"
+    )
+
+
+def write_curves(study: Study, path: Path, metric: str = "val/iou") -> bool:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for label, jobs in sorted(study.groups.items()):
+        curves = [read_curve(job, metric) for job in jobs]
+        steps = sorted(set.intersection(*(set(c) for c in curves))) if curves and all(curves) else []
+        if not steps:
+            continue
+        values = np.array([[c[s] for s in steps] for c in curves])  # (seeds, steps)
+        mean, std = values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(len(steps))
+        ax.plot(steps, mean, label=f"{label} (n={len(values)})")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} during training: mean ± 1 std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def render_markdown(study: Study, baseline: str, directories: list[Path], curves: Path | None) -> str:
+    lines = ["# Head comparison", "", "Runs: " + ", ".join(f"`{d}`" for d in directories), ""]
+    lines += [
+        "## Test metrics per group",
+        "",
+        "Mean, standard deviation over seeds and a 95% BCa bootstrap CI of the mean.",
+        "",
+    ]
+    lines += [
+        "| group | n | test IoU mean | std | 95% CI | test Dice mean | std | 95% CI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary_rows(study):
+        iou, dice = row["test/iou"], row["test/dice"]
+        lines.append(
+            f"| {row['group']} | {iou['n']} | {fmt(iou['mean'])} | {fmt(iou['std'])} | [{fmt(iou['ci_low'])}, {fmt(iou['ci_high'])}]"
+            f" | {fmt(dice['mean'])} | {fmt(dice['std'])} | [{fmt(dice['ci_low'])}, {fmt(dice['ci_high'])}] |"
+        )
+    comparisons = comparison_rows(study, baseline)
+    if comparisons:
+        lines += ["", f"## Paired difference to `{baseline}` (same seed, same context)", ""]
+        lines += [
+            "Difference = group − baseline, per seed. CI: 95% BCa bootstrap of the mean difference. p: exact Wilcoxon "
+            "signed-rank test (two-sided). Detectable: the smallest true mean difference a paired t-test on these "
+            "seeds would detect with 80% power at α = 0.05.",
+            "",
+            "| group | metric | n | mean diff | 95% CI | Wilcoxon p | smallest possible p | detectable | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in comparisons:
+            for metric in METRICS:
+                c = row[metric]
+                lines.append(
+                    f"| {row['group']} | {metric} | {c['n']} | {c['mean_diff']:+.4f} | [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]"
+                    f" | {fmt_p(c['wilcoxon_p'])} | {fmt_p(c['min_possible_p'])} | {fmt(c['detectable'])} | {verdict(row, metric)} |"
+                )
+        n_min = min(row["test/iou"]["n"] for row in comparisons)
+        if n_min < 6:
+            lines += [
+                "",
+                f"With {n_min} paired seeds the Wilcoxon test cannot reach p < 0.05 whatever the data (its smallest "
+                f"two-sided p is {2 / 2**n_min:.4f}); use ≥ 6 seeds for a significance claim, and read the CI.",
+            ]
+    diag = [(label, jobs) for label, jobs in sorted(study.groups.items())]
+    if any(not math.isnan(DIAGNOSTICS[0][1](jobs[0])) for _, jobs in diag):
+        lines += [
+            "",
+            "## Diagnostics (mean over seeds)",
+            "",
+            "| group | " + " | ".join(t for t, _ in DIAGNOSTICS) + " |",
+        ]
+        lines.append("|---|" + "---|" * len(DIAGNOSTICS))
+        for label, jobs in diag:
+            cells = [fmt(mean_of_known([read(job) for job in jobs])) for _, read in DIAGNOSTICS]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "stuck = on the wrong side of the decision rule with |dL/dz| < the callback's threshold; late train = the "
+            "last quarter of the logged training steps (see seg/diagnostics.py).",
+        ]
+    if curves is not None:
+        lines += ["", "## Learning curves", "", f"![val IoU]({curves.name})"]
+    failed, missing = failed_jobs(study), missing_runs(study)
+    lines += ["", "## Failed or missing jobs", ""]
+    if not failed and not missing:
+        lines.append("None: every job finished and every group has every seed.")
+    for job in failed:
+        lines.append(f"- failed (no summary.json): `{job.path}` ({job.head} seed={job.seed})")
+    for item in missing:
+        lines.append(f"- missing: {item}")
+    return "\n".join(lines) + "\n"
+
+
+def print_table(study: Study, baseline: str) -> None:
+    table = Table(title="test IoU by group")
+    for column in ("group", "n", "mean", "std", "95% CI", f"Δ vs {baseline}", "Δ 95% CI", "Wilcoxon p"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    paired = {row["group"]: row["test/iou"] for row in comparison_rows(study, baseline)}
+    for row in summary_rows(study):
+        s, c = row["test/iou"], paired.get(row["group"])
+        table.add_row(
+            row["group"], str(s["n"]), fmt(s["mean"]), fmt(s["std"]), f"[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]",
+            f"{c['mean_diff']:+.4f}" if c else "", f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]" if c else "",
+            fmt_p(c["wilcoxon_p"]) if c else "",
+        )  # fmt: skip
+    console = Console()
+    console.print(table)
+    failed, missing = failed_jobs(study), missing_runs(study)
+    if failed or missing:
+        console.print(f"[yellow]{len(failed)} failed and {len(missing)} missing job(s): see report.md[/yellow]")

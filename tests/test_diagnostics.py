@@ -1,0 +1,75 @@
+"""Diagnostics on hand-made logits: stuck pixels, wrong-pixel gradients, ECE and Brier."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from seg.diagnostics import HeadDiagnostics, decision_gradient, stuck_statistics
+from seg.module import SegmentationModule
+from tests.test_heads import build_head, logits_for
+from tests.test_metrics import LOGITS, MASK, FixedLogits
+
+# Four pixels: a confident mistake, a hesitant mistake, two confident right answers.
+Z = torch.tensor([-5.0, -0.1, 3.0, -3.0]).view(1, 1, 1, 4)
+Y = torch.tensor([1.0, 1.0, 1.0, 0.0]).view(1, 1, 1, 4)
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def tanh_grad(z: float, y: float) -> float:
+    a = math.tanh(z)
+    return 2 * (a - (2 * y - 1)) * (1 - a * a)
+
+
+def test_tanh_leaves_the_confident_mistake_stuck():
+    stats = stuck_statistics(build_head("tanh_mse"), Z, Y, stuck_below=0.01)
+    assert stats["stuck_fraction"].item() == pytest.approx(1 / 4)  # |grad at -5| = 3.6e-4
+    assert stats["stuck_of_wrong"].item() == pytest.approx(1 / 2)
+    expected = (abs(tanh_grad(-5, 1)) + abs(tanh_grad(-0.1, 1))) / 2
+    assert stats["wrong_grad"].item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sigmoid_bce", "softmax_ce"])
+def test_cross_entropy_pushes_every_mistake(name):
+    head = build_head(name)
+    stats = stuck_statistics(head, logits_for(head, Z), Y, stuck_below=0.01)
+    assert stats["stuck_fraction"].item() == 0.0
+    expected = ((1 - sigmoid(-5)) + (1 - sigmoid(-0.1))) / 2  # |p - y|
+    assert stats["wrong_grad"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_decision_gradient_is_per_pixel_not_divided_by_the_pixel_count():
+    grad = decision_gradient(build_head("sigmoid_bce"), Z, Y).flatten().tolist()
+    assert grad == pytest.approx(
+        [sigmoid(z) - y for z, y in zip(Z.flatten().tolist(), Y.flatten().tolist(), strict=True)], rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("name", ["sigmoid_bce", "tanh_mse"])
+def test_ece_and_brier_logged_per_validation_epoch(name):
+    head = build_head(name)
+    images = torch.arange(2).float().view(2, 1, 1, 1).expand(2, 1, 1, 4).clone()
+    data = [{"image": images[i], "mask": MASK[i]} for i in range(2)]
+    module = SegmentationModule(net=FixedLogits(head), head=head, optimizer=torch.optim.SGD)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[HeadDiagnostics(n_bins=15)],
+    )
+    result = trainer.validate(module, DataLoader(data, batch_size=1), verbose=False)[0]
+
+    p = head.probability(LOGITS).flatten()
+    y = MASK.flatten()
+    assert result["val/brier"] == pytest.approx(((p - y) ** 2).mean().item(), rel=1e-5)
+    bins = torch.clamp((p * 15).long(), max=14)  # 15 equal-width bins of confidence
+    ece = sum((bins == b).sum() / len(p) * abs(p[bins == b].mean() - y[bins == b].mean()) for b in bins.unique())
+    assert result["val/ece"] == pytest.approx(float(ece), rel=1e-5)
