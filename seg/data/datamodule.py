@@ -10,6 +10,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, get_worker_info
 
 from seg.data.folder import SegmentationFolder
+from seg.data.sampler import EpochSampler, stream_position
 from seg.errors import DataError
 from seg.paths import resolve_project_path
 
@@ -36,6 +37,7 @@ class FolderDataModule(L.LightningDataModule):
         cache: bool = True,
         source=None,
         train_transform=None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.root = resolve_project_path(root)
@@ -47,7 +49,9 @@ class FolderDataModule(L.LightningDataModule):
         self.cache = cache
         self.source = source
         self.train_transform = train_transform
+        self.seed = seed  # training order and augmentation draws: see seg/data/sampler.py
         self.splits: dict[str, SegmentationFolder] = {}
+        self._resume_position: dict[str, int] | None = None
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node: the place to write files.
@@ -71,10 +75,15 @@ class FolderDataModule(L.LightningDataModule):
                 )
 
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+        sampler = None
+        if shuffle:
+            sampler = EpochSampler(len(self.splits[split]), seed=self.seed)
+            if self._resume_position is not None:
+                sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"] * batch_size)
         return DataLoader(
             self.splits[split],
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle,  # no tiny last training batch (noisy BatchNorm); evaluation sees every image
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -90,6 +99,14 @@ class FolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+    def state_dict(self) -> dict[str, int]:
+        # Saved in every checkpoint: a run resumed from it starts the training stream where this one stood.
+        trainer = getattr(self, "trainer", None)
+        return stream_position(trainer) if trainer is not None and trainer.state.fn == "fit" else {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_position = dict(state_dict) or None
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -128,9 +128,14 @@ class SegmentationFolder(Dataset):
         image = read_image(image_path, self.in_channels)
         return image, read_mask(mask_path, image.shape)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        # (index, augment_seed) from the training sampler: the item's augmentation is a function of the
+        # seed alone, whatever was drawn before it (resumable, worker-independent; seg/data/sampler.py).
+        index, augment_seed = key if isinstance(key, tuple) else (key, None)
         image, mask = self.cached[index] if self.cached is not None else self._read(index)
         if self.transform is not None:
+            if augment_seed is not None:
+                self.transform.set_random_seed(augment_seed)
             out = self.transform(image=image, mask=mask)  # nearest-neighbour for the mask: stays {0, 1}
             image, mask = out["image"], out["mask"]
         image = (image.astype(np.float32) - self.mean) / self.std  # (H, W, C)
