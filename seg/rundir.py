@@ -6,6 +6,7 @@
 - `claim` then marks the directory as this run's with `run.json`, created exclusively: a run pointed at a
   directory another run owns (`hydra.run.dir=...`, `paths.output_dir=...`, two sweeps in one second)
   is refused instead of overwriting its checkpoints. Only `resume=` may continue an owned directory.
+- `CheckOutputDir` (a Hydra callback) reports an unwritable location in one line before Hydra writes there;
 - `check_space` refuses to start when the directory cannot hold the checkpoints the run will write.
 """
 
@@ -16,10 +17,12 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from seg.errors import UserError
 
@@ -39,7 +42,10 @@ def run_dir(resume: str | None, base: str) -> str:
     if resume:
         return str(resume)
     if base not in _created:
-        _created[base] = str(_create_unique(Path(base)))
+        try:
+            _created[base] = str(_create_unique(Path(base)))
+        except OSError:
+            return base  # not created: CheckOutputDir reports why, in one line
     return _created[base]
 
 
@@ -49,23 +55,42 @@ def hydra_subdir(resume: str | None) -> str:
 
 
 def _create_unique(base: Path) -> Path:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()  # atomic: exactly one process creates a given name
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base}: 999 runs of this name")
+
+
+class CheckOutputDir(Callback):
+    """Hydra callback: the run (or sweep) directory is resolved, created and written to before anything else.
+
+    Without it an unwritable location fails inside Hydra with a traceback, or after the data is prepared.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _check_writable(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _check_writable(config, "hydra.sweep.dir")
+
+
+def _check_writable(config: DictConfig, key: str) -> None:
+    directory = key
     try:
-        base.parent.mkdir(parents=True, exist_ok=True)
-        for n in range(1, 1000):
-            candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
-            try:
-                candidate.mkdir()  # atomic: exactly one process creates a given name
-                return candidate
-            except FileExistsError:
-                continue
+        directory = str(OmegaConf.select(config, key))  # for hydra.run.dir: creates it (run_dir above)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
     except OSError as error:
-        # Raised while Hydra resolves its config, before the entry point's error handling: print it here.
-        print(
-            f"error: {base}: cannot create the run directory ({error.strerror}); choose a writable hydra.run.dir",
-            file=sys.stderr,
-        )
+        reason = error.strerror or str(error)
+        # Hydra has not reached the entry point's error handling yet: print the one line here.
+        print(f"error: {key}={directory}: cannot write there ({reason}); choose a writable {key}", file=sys.stderr)
         sys.exit(2)
-    raise RuntimeError(f"{base}: 999 runs of the same name")
 
 
 def claim(directory: Path, *, resuming: bool) -> None:
