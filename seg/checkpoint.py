@@ -60,7 +60,18 @@ class TrainedModel:
         return self.head.probability(self.net(image))
 
 
+def pick_device(device: str) -> torch.device:
+    """`auto`: the GPU when there is one, else the CPU; anything else is a torch device string."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device={device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+
+
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Network (eval mode, on `device`), head and config, from the checkpoint alone."""
     checkpoint = read_checkpoint(path)
     config = saved_config(checkpoint)
     head = instantiate(config.head)
