@@ -105,7 +105,9 @@ def test_predict_cli_says_what_it_skipped(tiny_run, tmp_path):
 
 def test_export_matches_the_pytorch_model(tiny_run, tmp_path):
     result = export(
-        compose_entry("export", f"ckpt={tiny_run['best_checkpoint']}", f"output={tmp_path / 'm.pt'}", "size=32")
+        compose_entry(
+            "export", f"ckpt={tiny_run['best_checkpoint']}", f"output={tmp_path / 'm.pt'}", "size=32", "batch_size=1"
+        )
     )
     assert set(result["max_abs_diff"]) == {"32x32", "96x96"}
     assert max(result["max_abs_diff"].values()) < 1e-5

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from seg.errors import Interrupted, UserError
+from seg.paths import PROJECT_DIR
 from seg.train import train
 from tests.conftest import compose_config, tiny_overrides
 
@@ -86,3 +91,36 @@ def test_resume_refuses_a_changed_config(tiny_cfg, tmp_path):
         train(tiny_cfg("trainer.max_epochs=5", *signal_at(1, signal.SIGTERM), f"resume={run_dir}"))
     with pytest.raises(UserError, match="no checkpoints/last.ckpt there"):
         train(tiny_cfg(f"paths.output_dir={tmp_path / 'new'}", f"resume={tmp_path / 'new'}"))
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_from_the_cli_equals_uninterrupted(tmp_path):
+    """kill -9 mid-run (no chance to save): the resumed run goes on from the last periodic last.ckpt."""
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
+    overrides += ["trainer.max_epochs=3", "callbacks.resumable_checkpoint.every_n_train_steps=2"]
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(PROJECT_DIR / "train.py"), *overrides]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([*command, f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env)
+    last, deadline = run_dir / "checkpoints" / "last.ckpt", time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and _saved_step(last) < 6:
+        time.sleep(0.05)
+    process.kill()
+    assert process.wait() == -signal.SIGKILL and not (run_dir / "summary.json").exists()
+    stopped_at = _saved_step(last)
+
+    resumed = subprocess.run([*command, f"resume={run_dir}"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (run_dir / ".hydra" / "overrides.yaml").exists() and list((run_dir / ".hydra").glob("resumed-*"))
+    whole = train(compose_config([*tiny_overrides(tmp_path / "whole"), *overrides[-2:]]))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    print(f"killed after step {stopped_at}; resumed {summary}; uninterrupted {whole}")
+    for key in COMPARED:
+        assert summary[key] == whole[key], key
+
+
+def _saved_step(checkpoint: Path) -> int:
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+    except Exception:  # not there yet, or being written
+        return -1
