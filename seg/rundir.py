@@ -73,6 +73,13 @@ class CheckOutputDir(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        resume = config.get("resume")
+        if resume and not Path(resume).expanduser().is_dir():
+            print(
+                f"error: resume={resume}: no such run directory; pass the directory of the run to continue",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         _check_writable(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:

@@ -75,21 +75,29 @@ class FolderDataModule(L.LightningDataModule):
                 )
 
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
-        sampler = None
-        if shuffle:
-            sampler = EpochSampler(len(self.splits[split]), seed=self.seed)
-            if self._resume_position is not None:
-                sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"] * batch_size)
+        sampler = self._training_sampler(split, batch_size) if shuffle else None
         return DataLoader(
             self.splits[split],
             batch_size=batch_size,
             sampler=sampler,
+            shuffle=shuffle and sampler is None,
             drop_last=shuffle,  # no tiny last training batch (noisy BatchNorm); evaluation sees every image
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=_seed_worker,
         )
+
+    def _training_sampler(self, split: str, batch_size: int) -> EpochSampler | None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            # Under DDP, Lightning shards the data with its DistributedSampler (shuffle=True): order and
+            # augmentation are then seeded per epoch and worker, reproducible but not resumable mid-epoch.
+            return None
+        sampler = EpochSampler(len(self.splits[split]), seed=self.seed)
+        if self._resume_position is not None:
+            sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"] * batch_size)
+        return sampler
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
