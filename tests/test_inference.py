@@ -103,6 +103,7 @@ def test_predict_cli_says_what_it_skipped(tiny_run, tmp_path):
     assert (tmp_path / "out" / image.name).exists() and not list(tmp_path.glob("outputs"))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_export_matches_the_pytorch_model(tiny_run, tmp_path):
     result = export(
         compose_entry(
