@@ -23,8 +23,9 @@ class ResumableCheckpoint(Callback):
     does neither by itself: Ctrl+C raises KeyboardInterrupt wherever the process is (possibly inside an
     optimizer step), and SIGTERM only stops at the end of the epoch, without a checkpoint. Here a signal
     is noted and acted on after the current training batch, where the state is consistent: the checkpoint
-    is the one a periodic save at that step would write, and resuming from it is exact. A second Ctrl+C
-    stops at once.
+    is the one a periodic save at that step would write, and resuming from it is exact. A signal during
+    an epoch's last batch or its validation stops after the epoch-end save instead. A second Ctrl+C stops
+    at once. A signal during the last epoch's validation lets the run finish.
     """
 
     def __init__(self, *, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
@@ -45,30 +46,33 @@ class ResumableCheckpoint(Callback):
             raise KeyboardInterrupt  # second Ctrl+C: the user does not want to wait for the batch
         self.received = signum
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        # A signal noted during the previous epoch's last batch or its validation: that epoch's end already
+        # wrote last.ckpt (ModelCheckpoint save_last), the point Lightning resumes from exactly. Saving at the
+        # epoch's last batch or in on_train_epoch_end instead gave a resumed run a different best.ckpt.
+        if self.received is not None and batch_idx == 0:
+            self._stop(trainer)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        # After an epoch's last batch come its validation and the epoch-end checkpoint: a run resumed from
-        # a save made here would skip that validation, so the last batch leaves both to on_train_epoch_end.
         if batch_idx + 1 >= trainer.num_training_batches:
-            return
+            return  # the epoch-end checkpoint follows, after validation (see on_train_batch_start)
         if self.received is not None:
-            self._save_and_stop(trainer)
+            trainer.save_checkpoint(self.path)
+            self._stop(trainer)
         step = trainer.global_step
         # step, not batch: with gradient accumulation several batches share a step; save once
         if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_step:
             trainer.save_checkpoint(self.path)
             self._saved_step = step
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.received is not None:
-            self._save_and_stop(trainer)
-
-    def _save_and_stop(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+    def _stop(self, trainer: L.Trainer) -> None:
         name = signal.Signals(self.received).name
-        raise Interrupted(
-            f"{name} at step {trainer.global_step}: saved {self.path}; continue with resume={self.path.parent.parent}",
-            signum=self.received,
+        saved = (
+            f"saved {self.path}; continue with resume={self.path.parent.parent}"
+            if self.path.exists()
+            else "no checkpoint yet"
         )
+        raise Interrupted(f"{name} at step {trainer.global_step}: {saved}", signum=self.received)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
