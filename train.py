@@ -4,7 +4,10 @@ import hydra
 from omegaconf import DictConfig
 
 from seg.cli import quiet_library_noise, report_user_errors
+from seg.rundir import register_resolvers
 from seg.train import optimized_value, train
+
+register_resolvers()  # hydra.run.dir uses them (conf/train.yaml)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

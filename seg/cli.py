@@ -9,13 +9,16 @@ from contextlib import contextmanager
 
 from hydra.errors import InstantiationException
 
-from seg.errors import UserError
+from seg.errors import Interrupted, UserError
 
 
 @contextmanager
 def report_user_errors():
     try:
         yield
+    except Interrupted as stop:  # not a mistake: a signal, with a checkpoint saved to resume from
+        print(f"stopped: {stop}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except UserError as error:
         _fail(str(error))
     except InstantiationException as error:
@@ -43,3 +46,8 @@ def quiet_library_noise() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # On resume (seg/checkpoint.py) these are expected and wrong: the datamodule restores the training
+    # stream's position (seg/data/sampler.py), the CSV logger appends, and run.json guards the directory.
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

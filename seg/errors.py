@@ -7,3 +7,15 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A file or folder that does not satisfy the dataset contract."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite; the message names the step and the checkpoint kept."""
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint to resume from; not a mistake."""
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

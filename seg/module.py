@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from seg.checkpoint import CONFIG_KEY
 from seg.heads import Head
 from seg.metrics import as_metric_input, segmentation_metrics
 
@@ -25,12 +26,14 @@ class SegmentationModule(L.LightningModule):
         head: Head,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
+        config: dict | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.head = head
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.config = config  # the run's resolved config, stored in every checkpoint (seg/checkpoint.py)
         # One metric collection per stage: Lightning resets and syncs each at its epoch end.
         self.train_metrics = segmentation_metrics("train")
         self.val_metrics = segmentation_metrics("val")
@@ -59,6 +62,10 @@ class SegmentationModule(L.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "test")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.config is not None:
+            checkpoint[CONFIG_KEY] = self.config
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -9,18 +9,22 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from seg.config_tree import print_config_tree
+from seg.checkpoint import resume_checkpoint
 from seg.errors import UserError
 from seg.loggers import build_loggers, finish_loggers
 from seg.module import SegmentationModule
+from seg.rundir import check_space, claim
 
 log = logging.getLogger(__name__)
 REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
 LAST_EPOCH = ("train/iou", "train/dice")  # of the last training epoch, as logged during it (what debug=overfit reads)
+CHECKPOINT_FILES = 2  # best.ckpt and last.ckpt (conf/callbacks/default.yaml)
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
@@ -28,9 +32,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     head = instantiate(cfg.head)
     net = instantiate(cfg.model, classes=head.out_channels)  # the head says how many channels it needs
     augment = instantiate(cfg.augment) if cfg.get("augment") else None
-    datamodule = instantiate(cfg.data, train_transform=augment)
+    datamodule = instantiate(cfg.data, train_transform=augment, seed=cfg.seed)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    module = SegmentationModule(net=net, head=head, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+    config = OmegaConf.to_container(cfg, resolve=True)  # stored in each checkpoint: seg/checkpoint.py
+    module = SegmentationModule(
+        net=net, head=head, optimizer=instantiate(cfg.optimizer), scheduler=scheduler, config=config
+    )
     loggers = build_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
@@ -41,11 +48,15 @@ def train(cfg: DictConfig) -> dict:
     """Fit, then evaluate the best checkpoint (by `val/iou`) on val and test. Returns the summary dict."""
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
+    resume_from = resume_checkpoint(cfg)  # None, or last.ckpt of the run this one continues
+    if rank_zero_only.rank == 0:  # DDP ranks share the directory rank zero claimed
+        claim(run_dir, resuming=resume_from is not None)
     print_config_tree(cfg, run_dir / "config_tree.log")
     module, datamodule, trainer = build(cfg)
+    check_space(run_dir, CHECKPOINT_FILES * checkpoint_bytes(module))
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     train_seconds = time.perf_counter() - start
     metrics = trainer.callback_metrics  # read now: validate() and test() below replace them
     last_epoch = {key: float(metrics[key]) if key in metrics else None for key in LAST_EPOCH}
@@ -81,6 +92,11 @@ def train(cfg: DictConfig) -> dict:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         print_summary(summary)
     return summary
+
+
+def checkpoint_bytes(module: L.LightningModule) -> int:
+    """About the size of one checkpoint: the weights and AdamW's two moments per parameter."""
+    return 3 * sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
 def _best_checkpoint(trainer: L.Trainer) -> Path | None:

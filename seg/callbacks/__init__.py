@@ -2,5 +2,6 @@
 
 from seg.callbacks.curves import LearningCurves
 from seg.callbacks.predictions import PredictionImages
+from seg.callbacks.resilience import ResumableCheckpoint, StopOnNonFiniteLoss
 
-__all__ = ["LearningCurves", "PredictionImages"]
+__all__ = ["LearningCurves", "PredictionImages", "ResumableCheckpoint", "StopOnNonFiniteLoss"]

@@ -9,7 +9,9 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, get_worker_info
 
+from seg.data.augment import seed_augmentation
 from seg.data.folder import SegmentationFolder
+from seg.data.sampler import EpochSampler, stream_position
 from seg.errors import DataError
 from seg.paths import resolve_project_path
 
@@ -37,6 +39,7 @@ class FolderDataModule(L.LightningDataModule):
         source=None,
         train_transform=None,
         label_noise=None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.root = resolve_project_path(root)
@@ -48,8 +51,11 @@ class FolderDataModule(L.LightningDataModule):
         self.cache = cache
         self.source = source
         self.train_transform = train_transform
+        seed_augmentation(train_transform, seed)  # Compose(seed=...) alone would seed its transforms alike
         self.label_noise = label_noise  # applied to training masks only: val and test measure the clean truth
+        self.seed = seed  # training order and augmentation draws: see seg/data/sampler.py
         self.splits: dict[str, SegmentationFolder] = {}
+        self._resume_position: dict[str, int] | None = None
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node: the place to write files.
@@ -74,16 +80,29 @@ class FolderDataModule(L.LightningDataModule):
                 )
 
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+        sampler = self._training_sampler(split, batch_size) if shuffle else None
         return DataLoader(
             self.splits[split],
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            shuffle=shuffle and sampler is None,
             drop_last=shuffle,  # no tiny last training batch (noisy BatchNorm); evaluation sees every image
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=_seed_worker,
         )
+
+    def _training_sampler(self, split: str, batch_size: int) -> EpochSampler | None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            # Under DDP, Lightning shards the data with its DistributedSampler (shuffle=True): order and
+            # augmentation are then seeded per epoch and worker, reproducible but not resumable mid-epoch.
+            return None
+        sampler = EpochSampler(len(self.splits[split]), seed=self.seed)
+        if self._resume_position is not None:
+            sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"] * batch_size)
+        return sampler
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
@@ -94,6 +113,14 @@ class FolderDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
 
+    def state_dict(self) -> dict[str, int]:
+        # Saved in every checkpoint: a run resumed from it starts the training stream where this one stood.
+        trainer = getattr(self, "trainer", None)
+        return stream_position(trainer) if trainer is not None and trainer.state.fn == "fit" else {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_position = dict(state_dict) or None
+
 
 def _seed_worker(worker_id: int) -> None:
     """Lightning's per-worker seeding (numpy, random, torch), plus albumentations' own generator.
@@ -103,6 +130,4 @@ def _seed_worker(worker_id: int) -> None:
     """
     pl_worker_init_function(worker_id)
     info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(info.seed % 2**32)
+    seed_augmentation(getattr(info.dataset, "transform", None), info.seed % 2**32)

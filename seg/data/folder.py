@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seg.data.augment import seed_augmentation
 from seg.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -133,9 +134,14 @@ class SegmentationFolder(Dataset):
             mask = self.label_noise(mask, index)
         return image, mask
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        # (index, augment_seed) from the training sampler: the item's augmentation is a function of the
+        # seed alone, whatever was drawn before it (resumable, worker-independent; seg/data/sampler.py).
+        index, augment_seed = key if isinstance(key, tuple) else (key, None)
         image, mask = self.cached[index] if self.cached is not None else self._read(index)
         if self.transform is not None:
+            if augment_seed is not None:
+                seed_augmentation(self.transform, augment_seed)
             out = self.transform(image=image, mask=mask)  # nearest-neighbour for the mask: stays {0, 1}
             image, mask = out["image"], out["mask"]
         image = (image.astype(np.float32) - self.mean) / self.std  # (H, W, C)

@@ -1,0 +1,25 @@
+"""Evaluate a checkpoint on a split: `python eval.py ckpt=<run>/checkpoints/best.ckpt [split=val] [data.root=...]`."""
+
+import hydra
+from omegaconf import DictConfig
+from rich.console import Console
+
+from seg.cli import quiet_library_noise, report_user_errors
+from seg.evaluate import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    quiet_library_noise()
+    with report_user_errors():
+        report = evaluate(cfg)
+        spread = report["per_image_iou"]
+        Console().print(
+            f"{report['split']}: IoU {report[report['split'] + '/iou']:.4f}  Dice {report[report['split'] + '/dice']:.4f}"
+            f"  per image: mean {spread['mean']:.4f}, median {spread['median']:.4f}, worst {spread['min']:.4f}"
+            f"  ({report['images']} images, {report['seconds']:.1f} s) -> {report['output']}"
+        )
+
+
+if __name__ == "__main__":
+    main()

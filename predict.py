@@ -1,0 +1,18 @@
+"""Masks for images with a trained checkpoint: `python predict.py ckpt=<run>/checkpoints/best.ckpt input=photos/ output=masks/`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from seg.cli import quiet_library_noise, report_user_errors
+from seg.predict import predict
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    quiet_library_noise()
+    with report_user_errors():
+        predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

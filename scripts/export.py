@@ -1,0 +1,26 @@
+"""Export a checkpoint to TorchScript: `python scripts/export.py ckpt=<run>/checkpoints/best.ckpt`."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+# scripts/ is not the project folder: import this checkout's seg/, not another one installed in the venv
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from seg.cli import quiet_library_noise, report_user_errors  # noqa: E402
+from seg.export import export  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    quiet_library_noise()
+    with report_user_errors():
+        result = export(cfg)
+        diffs = ", ".join(f"{size}: {diff:.2e}" for size, diff in result["max_abs_diff"].items())
+        print(f"wrote {result['output']} ({result['head']} probability); max abs diff to PyTorch: {diffs}")
+
+
+if __name__ == "__main__":
+    main()

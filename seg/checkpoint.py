@@ -1,0 +1,132 @@
+"""Self-describing checkpoints: each holds its run's resolved config, so it alone rebuilds model, head and data.
+
+`SegmentationModule.on_save_checkpoint` stores the config under `CONFIG_KEY`; predict.py, eval.py and
+scripts/export.py then need only `ckpt=`, and a resumed run is checked against the config it continues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from seg.errors import UserError
+from seg.heads import Head
+
+CONFIG_KEY = "seg_config"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # in a run directory; see conf/callbacks/default.yaml
+# What a resumed run may change: where it writes (the same directory anyway) and how long it trains.
+RESUMABLE_CHANGES = ("resume", "paths", "trainer.max_epochs")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's dict on the CPU, or a UserError naming the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; pass ckpt=<run dir>/checkpoints/best.ckpt")
+    try:
+        # Our checkpoints hold only tensors and plain containers, so the safe loader reads them.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, not a torch file, foreign pickle: the cause is one line
+        raise UserError(
+            f"{path}: cannot be read as a checkpoint ({type(error).__name__}); use a .ckpt a run wrote"
+        ) from None
+    if CONFIG_KEY not in checkpoint:
+        raise UserError(f"{path}: no '{CONFIG_KEY}' in this checkpoint; it was not written by this project's train.py")
+    return checkpoint
+
+
+def saved_config(checkpoint: dict) -> DictConfig:
+    return OmegaConf.create(checkpoint[CONFIG_KEY])
+
+
+@dataclass
+class TrainedModel:
+    net: nn.Module  # (B, in_channels, H, W) normalized image -> (B, out_channels, H, W) logits; eval mode
+    head: Head
+    config: DictConfig  # the training run's resolved config
+
+    @property
+    def stride(self) -> int:
+        """Input height and width must be multiples of this (the U-Net halves them `encoder_depth` times)."""
+        return 2 ** int(self.config.model.get("encoder_depth", 5))
+
+    def probability(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) normalized image -> (B, 1, H, W) foreground probability."""
+        return self.head.probability(self.net(image))
+
+
+def pick_device(device: str) -> torch.device:
+    """`auto`: the GPU when there is one, else the CPU; anything else is a torch device string."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device={device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Network (eval mode, on `device`), head and config, from the checkpoint alone."""
+    checkpoint = read_checkpoint(path)
+    config = saved_config(checkpoint)
+    head = instantiate(config.head)
+    net = instantiate(config.model, classes=head.out_channels)
+    weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(weights)
+    return TrainedModel(net=net.to(device).eval(), head=head, config=config)
+
+
+def resume_checkpoint(cfg: DictConfig) -> Path | None:
+    """`resume=<run dir>`: its last.ckpt, after checking that this run continues it unchanged; else None."""
+    if not cfg.get("resume"):
+        return None
+    run_dir = Path(cfg.resume).expanduser().resolve()
+    if Path(cfg.paths.output_dir).resolve() != run_dir:
+        raise UserError(
+            f"resume={cfg.resume}: this run writes to {cfg.paths.output_dir}, not the resumed directory;"
+            " drop the hydra.run.dir / paths.output_dir override (resume sets it), and do not resume inside -m"
+        )
+    last = run_dir / LAST_CHECKPOINT
+    if not last.is_file():
+        raise UserError(f"resume={cfg.resume}: no {LAST_CHECKPOINT} there; pass a run directory that wrote checkpoints")
+    saved = saved_config(read_checkpoint(last))
+    changed = config_changes(saved, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    if changed:
+        raise UserError(
+            f"resume={cfg.resume}: the config differs from the run's ({'; '.join(changed[:5])});"
+            f" resume with the run's overrides (see {run_dir / '.hydra' / 'overrides.yaml'}), changing only trainer.max_epochs"
+        )
+    if saved.trainer.max_epochs != cfg.trainer.max_epochs and saved.get("scheduler"):
+        raise UserError(
+            f"resume={cfg.resume}: trainer.max_epochs {saved.trainer.max_epochs} -> {cfg.trainer.max_epochs}, but the"
+            " learning-rate schedule was laid over the first run's step budget; keep"
+            f" trainer.max_epochs={saved.trainer.max_epochs}, or resume a run trained with scheduler=null"
+        )
+    return last
+
+
+def config_changes(saved: DictConfig, current: DictConfig) -> list[str]:
+    """`key: saved -> current` for every leaf that differs, except RESUMABLE_CHANGES."""
+    old, new = _leaves(OmegaConf.to_container(saved)), _leaves(OmegaConf.to_container(current))
+    changed = []
+    for key in sorted(old.keys() | new.keys()):
+        if any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_CHANGES):
+            continue
+        if old.get(key, "<absent>") != new.get(key, "<absent>"):
+            changed.append(f"{key}: {old.get(key, '<absent>')} -> {new.get(key, '<absent>')}")
+    return changed
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    """{"trainer.max_epochs": 18, ...}: a nested dict flattened to dotted keys (lists are leaves)."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out

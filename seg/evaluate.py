@@ -1,0 +1,92 @@
+"""Evaluating a checkpoint on a split: the dataset-level IoU/Dice training logs, plus the per-image spread.
+
+The dataset-level numbers use the same metrics, loader batches and decision rule as `trainer.test`, so
+for the checkpoint training evaluated they equal summary.json's `test/iou` and `test/dice`. Per image,
+IoU is |pred & mask| / |pred | mask|; an image with neither predicted nor true foreground scores 1 (nothing
+to find, nothing found).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from seg.checkpoint import TrainedModel, load_trained_model, pick_device
+from seg.errors import UserError
+from seg.metrics import as_metric_input, segmentation_metrics
+
+WORST = 10  # files listed in eval.json, lowest IoU first
+
+
+def data_config(saved: DictConfig, chosen: DictConfig) -> DictConfig:
+    """`data=<option>` when one was chosen, else the checkpoint's own data config; `data.*` overrides on top."""
+    if "_target_" in chosen:
+        return chosen
+    overrides = {key: value for key, value in chosen.items() if value is not None}
+    return OmegaConf.merge(saved.data, overrides)
+
+
+@torch.inference_mode()
+def evaluate_split(model: TrainedModel, loader: DataLoader, files: list[str], split: str, device) -> dict:
+    metrics = segmentation_metrics(split).to(device)
+    per_image: list[float] = []
+    for batch in loader:
+        mask = batch["mask"].to(device)  # (B, 1, H, W) {0, 1}
+        decision = model.head.predict(model.net(batch["image"].to(device)))  # (B, 1, H, W) bool
+        metrics.update(*as_metric_input(decision, mask))
+        truth = mask.bool()
+        intersection = (decision & truth).sum(dim=(1, 2, 3)).double()
+        union = (decision | truth).sum(dim=(1, 2, 3)).double()
+        per_image += torch.where(union > 0, intersection / union.clamp(min=1), 1.0).tolist()
+    overall = {key: float(value) for key, value in metrics.compute().items()}
+    ious = np.asarray(per_image)
+    worst = np.argsort(ious, kind="stable")[:WORST]
+    return {
+        **overall,
+        "images": len(per_image),
+        "per_image_iou": {"mean": float(ious.mean()), "median": float(np.median(ious)), "min": float(ious.min())},
+        "worst": [{"file": files[i], "iou": float(ious[i])} for i in worst],
+    }
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """eval.py's work (conf/eval.yaml): evaluates, writes eval.json, returns its content."""
+    device = pick_device(cfg.device)
+    model = load_trained_model(cfg.ckpt, device)
+    data_cfg = data_config(model.config, cfg.data)
+    datamodule = instantiate(data_cfg)  # no train_transform: evaluation never augments
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if cfg.split not in datamodule.splits:
+        raise UserError(f"split={cfg.split}: not a split of this dataset; choose one of {sorted(datamodule.splits)}")
+    dataset = datamodule.splits[cfg.split]
+    # The batches trainer.test used: eval_batch_size, in file order (BatchNorm is frozen, but batch size
+    # can change which kernels run; the same batches give bit-identical numbers).
+    loader = DataLoader(dataset, batch_size=datamodule.eval_batch_size, num_workers=datamodule.num_workers)
+    start = time.perf_counter()
+    result = evaluate_split(model, loader, [pair[0].name for pair in dataset.pairs], cfg.split, device)
+    report = {
+        "checkpoint": str(Path(cfg.ckpt).resolve()),
+        "head": model.head.name,
+        "split": cfg.split,
+        "data_root": str(datamodule.root),
+        **result,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    output = Path(cfg.output) if cfg.output else _default_output(Path(cfg.ckpt))
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    report["output"] = str(output)
+    return report
+
+
+def _default_output(ckpt: Path) -> Path:
+    """The checkpoint's run directory (next to summary.json), or next to a checkpoint kept elsewhere."""
+    folder = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return folder / "eval.json"

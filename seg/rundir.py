@@ -1,0 +1,142 @@
+"""Run directories: one per run, never shared, checked for writability and space before training starts.
+
+- `hydra.run.dir` goes through the `seg.run_dir` resolver: a new run creates its directory atomically and,
+  when another run created that name first (two starts in the same second), takes `<name>-2`, `-3`, ...;
+  `resume=<dir>` returns that directory.
+- `claim` then marks the directory as this run's with `run.json`, created exclusively: a run pointed at a
+  directory another run owns (`hydra.run.dir=...`, `paths.output_dir=...`, two sweeps in one second)
+  is refused instead of overwriting its checkpoints. Only `resume=` may continue an owned directory.
+- `CheckOutputDir` (a Hydra callback) reports an unwritable location in one line before Hydra writes there;
+- `check_space` refuses to start when the directory cannot hold the checkpoints the run will write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from seg.errors import UserError
+
+MARKER = "run.json"
+_created: dict[str, str] = {}  # base name -> directory created for it, so repeated resolution agrees
+
+
+def register_resolvers() -> None:
+    """Called by the entry points before Hydra resolves `hydra.run.dir`."""
+    if not OmegaConf.has_resolver("seg.run_dir"):
+        OmegaConf.register_new_resolver("seg.run_dir", run_dir)
+        OmegaConf.register_new_resolver("seg.hydra_subdir", hydra_subdir)
+
+
+def run_dir(resume: str | None, base: str) -> str:
+    """`resume` when continuing a run, else a directory at `base` (or `base-N`) created just now for this run."""
+    if resume:
+        return str(resume)
+    if base not in _created:
+        try:
+            _created[base] = str(_create_unique(Path(base)))
+        except OSError:
+            return base  # not created: CheckOutputDir reports why, in one line
+    return _created[base]
+
+
+def hydra_subdir(resume: str | None) -> str:
+    """Where Hydra writes its copy of the config: a resumed run keeps the first run's `.hydra/` intact."""
+    return f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}" if resume else ".hydra"
+
+
+def _create_unique(base: Path) -> Path:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()  # atomic: exactly one process creates a given name
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base}: 999 runs of this name")
+
+
+class CheckOutputDir(Callback):
+    """Hydra callback: the run (or sweep) directory is resolved, created and written to before anything else.
+
+    Without it an unwritable location fails inside Hydra with a traceback, or after the data is prepared.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        resume = config.get("resume")
+        if resume and not Path(resume).expanduser().is_dir():
+            print(
+                f"error: resume={resume}: no such run directory; pass the directory of the run to continue",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        _check_writable(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _check_writable(config, "hydra.sweep.dir")
+
+
+def _check_writable(config: DictConfig, key: str) -> None:
+    directory = key
+    try:
+        directory = str(OmegaConf.select(config, key))  # for hydra.run.dir: creates it (run_dir above)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        # Hydra has not reached the entry point's error handling yet: print the one line here.
+        print(f"error: {key}={directory}: cannot write there ({reason}); choose a writable {key}", file=sys.stderr)
+        sys.exit(2)
+
+
+def claim(directory: Path, *, resuming: bool) -> None:
+    """Make `directory` this run's, or refuse: it is not writable, or it is another run's."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        marker = directory / MARKER
+        if resuming:
+            return  # resume_checkpoint() checked that this is the run being continued
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        started = _read_marker(directory / MARKER)
+        raise UserError(
+            f"{directory}: already the directory of another run ({started}); choose a new hydra.run.dir"
+            f" (or paths.output_dir), or continue that run with resume={directory}"
+        ) from None
+    except OSError as error:
+        raise UserError(
+            f"{directory}: run directory not writable ({error.strerror}); choose another hydra.run.dir"
+        ) from None
+    with os.fdopen(fd, "w") as handle:
+        json.dump(
+            {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": socket.gethostname(), "pid": os.getpid()}, handle
+        )
+        handle.write("\n")
+
+
+def _read_marker(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+        return f"started {info['started']} on {info['host']}"
+    except (OSError, ValueError, KeyError):
+        return f"see {path}"
+
+
+def check_space(directory: Path, needed_bytes: int) -> None:
+    free = shutil.disk_usage(directory).free
+    if free < needed_bytes:
+        raise UserError(
+            f"{directory}: {free / 2**20:.0f} MiB free, but this run's checkpoints need about"
+            f" {needed_bytes / 2**20:.0f} MiB; free space or choose another hydra.run.dir"
+        )

@@ -1,0 +1,89 @@
+"""Output safety: one directory per run, never shared; unwritable or full locations refused up front; NaN stops."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+import torch
+
+from seg import rundir
+from seg.errors import TrainingDiverged, UserError
+from seg.heads import SigmoidBCE
+from seg.paths import PROJECT_DIR
+from seg.train import train
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
+    base = str(tmp_path / "outputs" / "2026-12-01" / "10-00-00")
+    first = rundir.run_dir(None, base)
+    assert rundir.run_dir(None, base) == first  # Hydra may resolve hydra.run.dir more than once: same answer
+    monkeypatch.setattr(rundir, "_created", {})  # a second process, same second
+    second = rundir.run_dir(None, base)
+    assert (first, second) == (base, base + "-2") and Path(second).is_dir()
+    assert rundir.run_dir(str(tmp_path / "old"), base) == str(tmp_path / "old")  # resume: that directory
+
+
+def test_a_directory_is_claimed_once(tmp_path):
+    rundir.claim(tmp_path / "run", resuming=False)
+    with pytest.raises(UserError, match=r"already the directory of another run \(started .*\); choose a new"):
+        rundir.claim(tmp_path / "run", resuming=False)
+    rundir.claim(tmp_path / "run", resuming=True)  # resume= continues it
+
+
+def test_a_second_run_into_the_same_directory_is_refused_before_training(tiny_cfg, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text('{"started": "2026-12-01 10:00:00", "host": "h", "pid": 1}')
+    with pytest.raises(UserError, match="started 2026-12-01 10:00:00 on h"):
+        train(tiny_cfg())
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_full_disk_is_reported_before_training(tiny_cfg, tmp_path, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
+    with pytest.raises(UserError, match=r"1 MiB free, but this run's checkpoints need about \d+ MiB"):
+        train(tiny_cfg())
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_unwritable_output_location_is_one_line(tmp_path):
+    (tmp_path / "outputs").write_text("a file where the runs' folder should be")
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "train.py")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: hydra.run.dir=outputs/")
+    assert "cannot write there (Not a directory)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_nan_loss_stops_training_at_once_with_one_message(tiny_cfg, tmp_path, monkeypatch):
+    original, train_calls = SigmoidBCE.loss, []
+
+    def loss(self, logits, mask):
+        if torch.is_grad_enabled():  # a training step, not validation
+            train_calls.append(1)
+            if len(train_calls) == 6:
+                return original(self, logits, mask) * float("nan")
+        return original(self, logits, mask)
+
+    monkeypatch.setattr(SigmoidBCE, "loss", loss)
+    with pytest.raises(TrainingDiverged) as stopped:
+        train(tiny_cfg())
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert str(stopped.value) == (
+        f"train/loss is nan at step 5 (epoch 1, head sigmoid_bce); training stopped, last good checkpoint: {last};"
+        " lower optimizer.lr or set trainer.gradient_clip_val"
+    )
+    assert len(train_calls) == 6  # not a run of NaNs to the end (12 steps)
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 4 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
