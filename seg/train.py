@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from seg.config_tree import print_config_tree
 from seg.checkpoint import resume_checkpoint
+from seg.config_tree import print_config_tree
 from seg.errors import UserError
 from seg.loggers import build_loggers, finish_loggers
 from seg.module import SegmentationModule
