@@ -85,7 +85,7 @@ def test_resume_refuses_a_changed_config(tiny_cfg, tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(Interrupted):
         train(tiny_cfg("trainer.max_epochs=1", *signal_at(1, signal.SIGTERM)))
-    with pytest.raises(UserError, match=r"config differs from the run's \(optimizer.lr: 0.003 -> 0.01\)"):
+    with pytest.raises(UserError, match=r"config differs from the run's \(optimizer.lr: 0.006 -> 0.01\)"):
         train(tiny_cfg("trainer.max_epochs=1", *signal_at(1, signal.SIGTERM), f"resume={run_dir}", "optimizer.lr=1e-2"))
     with pytest.raises(UserError, match="learning-rate schedule"):
         train(tiny_cfg("trainer.max_epochs=5", *signal_at(1, signal.SIGTERM), f"resume={run_dir}"))
