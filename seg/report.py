@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -185,7 +186,7 @@ def render_markdown(study: Study, baseline: str, directories: list[Path], curves
     if not failed and not missing:
         lines.append("None: every job finished and every group has every seed.")
     for job in failed:
-        lines.append(f"- failed (no summary.json): `{job.path}` ({job.head} seed={job.seed})")
+        lines.append(f"- failed or unfinished (no summary.json): `{job.path}` ({job.head} seed={job.seed})")
     for item in missing:
         lines.append(f"- missing: {item}")
     return "\n".join(lines) + "\n"
@@ -203,8 +204,10 @@ def print_table(study: Study, baseline: str) -> None:
             f"{c['mean_diff']:+.4f}" if c else "", f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]" if c else "",
             fmt_p(c["wilcoxon_p"]) if c else "",
         )  # fmt: skip
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table, unwrapped
     console.print(table)
     failed, missing = failed_jobs(study), missing_runs(study)
     if failed or missing:
-        console.print(f"[yellow]{len(failed)} failed and {len(missing)} missing job(s): see report.md[/yellow]")
+        console.print(
+            f"[yellow]{len(failed)} failed or unfinished and {len(missing)} missing job(s): see report.md[/yellow]"
+        )

@@ -89,7 +89,7 @@ def test_report_lists_failed_and_missing_jobs_and_draws_curves(sweep, tmp_path):
     curves = tmp_path / "curves.png"
     assert write_curves(study, curves) and curves.stat().st_size > 1000
     report = render_markdown(study, "sigmoid_bce", [sweep], curves)
-    assert f"failed (no summary.json): `{sweep / '10'}` (tanh_mse seed=5)" in report
+    assert f"failed or unfinished (no summary.json): `{sweep / '10'}` (tanh_mse seed=5)" in report
     assert "missing: tanh_mse seed=6" in report
     assert "| tanh_mse | test/iou | 5 | +0.0100 |" in report
     assert "cannot reach p < 0.05" in report
@@ -116,7 +116,7 @@ def test_cli_writes_report_and_refuses_a_wrong_folder(sweep, tmp_path):
     ok = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert (sweep / "report.md").exists() and (sweep / "curves.png").exists()
-    assert "tanh_mse" in ok.stdout and "1 failed and 1 missing" in ok.stdout
+    assert "tanh_mse" in ok.stdout and "1 failed or unfinished and 1 missing" in ok.stdout
     bad = subprocess.run([sys.executable, script, str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
     assert (
         bad.returncode == 2
