@@ -112,6 +112,14 @@ def describe(values: np.ndarray) -> dict:
     }
 
 
+def t_interval(values: np.ndarray) -> tuple[float, float]:
+    """95% Student-t interval of the mean: wider than the bootstrap's with few seeds, which undercovers there."""
+    if len(values) < 2 or np.ptp(values) == 0:
+        return (math.nan, math.nan)
+    low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    return (float(low), float(high))
+
+
 def minimal_detectable_difference(differences: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest true mean paired difference a two-sided paired t-test on these n seeds detects with `power`.
 
@@ -131,6 +139,7 @@ def paired_comparison(head_values: dict[str, float], base_values: dict[str, floa
     d = np.array([head_values[s] - base_values[s] for s in seeds])
     out = {"n": len(seeds), "mean_diff": float(d.mean()) if len(d) else math.nan}
     out["ci_low"], out["ci_high"] = bootstrap_ci(d)
+    out["t_ci_low"], out["t_ci_high"] = t_interval(d)
     # Exact signed-rank test. With n seeds the smallest two-sided p it can give is 2 / 2^n (0.0625 for n = 5).
     out["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue) if len(d) >= 1 and np.any(d != 0) else math.nan
     out["min_possible_p"] = 2 / 2 ** len(d) if len(d) else math.nan

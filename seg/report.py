@@ -78,18 +78,18 @@ def comparison_rows(study: Study, baseline: str) -> list[dict]:
 
 
 def verdict(row: dict, metric: str = "test/iou") -> str:
+    """A plain sentence; "excludes 0" only when both the bootstrap and the t interval do."""
     c = row[metric]
     if c["n"] < 2 or math.isnan(c["ci_low"]):
         return "too few paired seeds to say"
     direction = "better" if c["mean_diff"] > 0 else "worse"
-    if c["ci_low"] > 0 or c["ci_high"] < 0:
-        strength = "the 95% CI excludes 0"
+    lows, highs = (c["ci_low"], c["t_ci_low"]), (c["ci_high"], c["t_ci_high"])
+    if all(low > 0 for low in lows) or all(high < 0 for high in highs):
+        strength = "both 95% CIs exclude 0"
         if not c["wilcoxon_p"] < 0.05:
             strength += f", but Wilcoxon p = {fmt_p(c['wilcoxon_p'])} is not < 0.05"
         return f"{direction} by {abs(c['mean_diff']):.4f} ({strength})"
-    return (
-        f"no significant difference: {c['mean_diff']:+.4f}, 95% CI [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}] includes 0"
-    )
+    return f"no significant difference: {c['mean_diff']:+.4f}, a 95% CI includes 0"
 
 
 def write_curves(study: Study, path: Path, metric: str = "val/iou") -> bool:
@@ -141,18 +141,20 @@ def render_markdown(study: Study, baseline: str, directories: list[Path], curves
     if comparisons:
         lines += ["", f"## Paired difference to `{baseline}` (same seed, same context)", ""]
         lines += [
-            "Difference = group − baseline, per seed. CI: 95% BCa bootstrap of the mean difference. p: exact Wilcoxon "
+            "Difference = group − baseline, per seed. CI: 95% BCa bootstrap of the mean difference; t CI: the 95% "
+            "Student-t interval (with few seeds the bootstrap undercovers: trust the wider). p: exact Wilcoxon "
             "signed-rank test (two-sided). Detectable: the smallest true mean difference a paired t-test on these "
             "seeds would detect with 80% power at α = 0.05.",
             "",
-            "| group | metric | n | mean diff | 95% CI | Wilcoxon p | smallest possible p | detectable | verdict |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| group | metric | n | mean diff | 95% CI | t CI | Wilcoxon p | smallest possible p | detectable | verdict |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in comparisons:
             for metric in METRICS:
                 c = row[metric]
                 lines.append(
                     f"| {row['group']} | {metric} | {c['n']} | {c['mean_diff']:+.4f} | [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]"
+                    f" | [{fmt(c['t_ci_low'])}, {fmt(c['t_ci_high'])}]"
                     f" | {fmt_p(c['wilcoxon_p'])} | {fmt_p(c['min_possible_p'])} | {fmt(c['detectable'])} | {verdict(row, metric)} |"
                 )
         n_min = min(row["test/iou"]["n"] for row in comparisons)

@@ -70,6 +70,8 @@ def test_paired_difference_against_hand_and_scipy_values(sweep):
     assert c["wilcoxon_p"] == pytest.approx(stats.wilcoxon(d).pvalue)
     assert c["wilcoxon_p"] >= 0.0625 == c["min_possible_p"]  # 5 seeds: no signed-rank p below 2/2^5
     sd = np.std(d, ddof=1)
+    half = stats.t.ppf(0.975, 4) * sd / math.sqrt(5)  # the t interval by hand
+    assert (c["t_ci_low"], c["t_ci_high"]) == pytest.approx((0.01 - half, 0.01 + half))
     assert c["detectable"] == pytest.approx((stats.t.ppf(0.975, 4) + stats.t.ppf(0.8, 4)) * sd / math.sqrt(5))
 
 
@@ -91,7 +93,7 @@ def test_report_lists_failed_and_missing_jobs_and_draws_curves(sweep, tmp_path):
     report = render_markdown(study, "sigmoid_bce", [sweep], curves)
     assert f"failed or unfinished (no summary.json): `{sweep / '10'}` (tanh_mse seed=5)" in report
     assert "missing: tanh_mse seed=6" in report
-    assert "| tanh_mse | test/iou | 5 | +0.0100 |" in report
+    assert "| tanh_mse | test/iou | 5 | +0.0100 |" in report and "t CI" in report
     assert "cannot reach p < 0.05" in report
     assert "stuck of wrong" in report  # diagnostics read from the CSV logs
 
