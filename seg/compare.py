@@ -47,7 +47,8 @@ class Study:
     groups: dict[str, list[Job]] = field(default_factory=dict)  # label -> finished jobs
 
     def context(self, job: Job) -> str:
-        return " ".join(f"{k}={job.overrides.get(k, '')}" for k in self.varying if k != "head")
+        # A key a job did not override is left out: "experiment=compare_heads", not "... data.label_noise.level=".
+        return " ".join(f"{k}={job.overrides[k]}" for k in self.varying if k != "head" and k in job.overrides)
 
     def label(self, job: Job) -> str:
         return " ".join(part for part in (job.head, self.context(job)) if part)
