@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from seg.diagnostics import decision_gradient  # noqa: E402
-from seg.heads import Head  # noqa: E402
+from seg.heads import Head, logits_with_decision  # noqa: E402
 from seg.paths import PROJECT_DIR  # noqa: E402
 
 
@@ -37,9 +37,7 @@ def load_heads() -> list[Head]:
 
 def curves(head: Head, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel loss and dL/dz of a foreground pixel at each logit in z (one pixel per 'image')."""
-    logits = z.view(-1, 1, 1, 1)
-    if head.out_channels == 2:
-        logits = torch.cat([torch.zeros_like(logits), logits], 1)  # decision logit z1 - z0 = z
+    logits = logits_with_decision(head, z.view(-1, 1, 1, 1))
     mask = torch.ones(len(z), 1, 1, 1)
     loss = torch.stack([head.loss(logits[i : i + 1], mask[i : i + 1]) for i in range(len(z))])
     return loss.detach(), decision_gradient(head, logits, mask).flatten()

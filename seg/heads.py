@@ -45,6 +45,11 @@ class Head(ABC):
         return f"{type(self).__name__}()"
 
 
+def logits_with_decision(head: Head, z: Tensor) -> Tensor:
+    """A logit map for `head` whose decision logit is `z` (B, 1, H, W): z itself, or (0, z) for two channels."""
+    return z if head.out_channels == 1 else torch.cat([torch.zeros_like(z), z], 1)
+
+
 class SigmoidBCE(Head):
     """sigmoid output, binary cross-entropy, targets y in {0, 1}. dL/dz = sigmoid(z) - y (per pixel, before the mean)."""
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from seg.heads import Head
+from seg.heads import Head, logits_with_decision
 from tests.conftest import compose_config, head_names
 
 LN2, LN3 = math.log(2.0), math.log(3.0)  # tanh(ln 2) = 0.6 and sigmoid(ln 3) = 0.75 exactly: hand-checkable
@@ -77,9 +77,7 @@ def build_head(name: str) -> Head:
     return instantiate(compose_config([f"head={name}"]).head)
 
 
-def logits_for(head: Head, z: torch.Tensor) -> torch.Tensor:
-    """A one-channel logit map as this head's input: two-channel heads get (0, z), whose difference is z."""
-    return z if head.out_channels == 1 else torch.cat([torch.zeros_like(z), z], 1)
+logits_for = logits_with_decision  # other test modules import it from here
 
 
 def random_batch(head: Head, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,8 +152,8 @@ def test_tanh_mse_is_four_times_the_brier_score_of_sigmoid_2z():
 
 def test_softmax_ce_on_the_logit_difference_is_sigmoid_bce():
     z, y = random_batch(build_head("sigmoid_bce"), seed=3)
-    two_channels = torch.cat([torch.zeros_like(z), z], 1)
-    torch.testing.assert_close(build_head("softmax_ce").loss(two_channels, y), build_head("sigmoid_bce").loss(z, y))
+    softmax = build_head("softmax_ce")
+    torch.testing.assert_close(softmax.loss(logits_with_decision(softmax, z), y), build_head("sigmoid_bce").loss(z, y))
 
 
 def test_confident_mistake_is_stuck_for_tanh_but_pushed_for_bce():
