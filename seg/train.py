@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
 LAST_EPOCH = ("train/iou", "train/dice")  # of the last training epoch, as logged during it (what debug=overfit reads)
 CHECKPOINT_FILES = 2  # best.ckpt and last.ckpt (conf/callbacks/default.yaml)
+NETWORK_SETTINGS = ("channels_last", "compile")  # keys of conf/trainer/ that are not Trainer arguments
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
@@ -40,8 +44,43 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     )
     loggers = build_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in NETWORK_SETTINGS:
+        trainer_args.pop(key, None)
+    trainer = instantiate(trainer_args, logger=loggers or False, callbacks=callbacks)
+    apply_network_settings(module, cfg.trainer)
     return module, datamodule, trainer
+
+
+def apply_network_settings(module: L.LightningModule, settings: DictConfig) -> None:
+    """`trainer.channels_last` and `trainer.compile` (conf/trainer/gpu.yaml): memory format and torch.compile."""
+    if settings.get("channels_last"):
+        module.to(memory_format=torch.channels_last)  # conv outputs follow the weights' format
+    if settings.get("compile"):
+        module.net.compile()  # in place: the state dict keeps its keys, so checkpoints load without the compiler
+
+
+def refuse_ddp_in_multirun(trainer: L.Trainer) -> None:
+    """DDP whose ranks Lightning starts itself cannot run inside a -m multirun: it re-runs the script per rank.
+
+    With the basic launcher each rank would run the whole sweep again (the known Lightning + Hydra hang); under
+    joblib's worker processes there is no script to re-run. Under hydra/launcher=slurm each job's ranks are SLURM
+    tasks started by srun, so Lightning starts nothing and the combination works.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    strategy = trainer.strategy
+    launcher = getattr(strategy, "launcher", None)
+    environment = getattr(strategy, "cluster_environment", None)
+    if launcher is None or trainer.world_size <= 1:
+        return
+    if environment is not None and environment.creates_processes_externally:
+        return  # SLURM (submitit) or torchrun started the ranks
+    raise UserError(
+        f"trainer.devices={trainer.num_devices} with strategy {type(strategy).__name__} inside a -m multirun:"
+        " Lightning would re-run the whole sweep in every rank; run DDP jobs one at a time without -m,"
+        " or sweep with hydra/launcher=slurm (each job's ranks are SLURM tasks), or set trainer.devices=1"
+    )
 
 
 def train(cfg: DictConfig) -> dict:
@@ -53,6 +92,7 @@ def train(cfg: DictConfig) -> dict:
         claim(run_dir, resuming=resume_from is not None)
     print_config_tree(cfg, run_dir / "config_tree.log")
     module, datamodule, trainer = build(cfg)
+    refuse_ddp_in_multirun(trainer)
     check_space(run_dir, CHECKPOINT_FILES * checkpoint_bytes(module))
 
     start = time.perf_counter()

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from seg.data.augment import seed_augmentation
 from seg.data.folder import SegmentationFolder
-from seg.data.sampler import EpochSampler, stream_position
+from seg.data.sampler import EpochSampler, evaluation_sampler, stream_position
 from seg.errors import DataError
 from seg.paths import resolve_project_path
 
@@ -80,7 +80,8 @@ class FolderDataModule(L.LightningDataModule):
                 )
 
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
-        sampler = self._training_sampler(split, batch_size) if shuffle else None
+        evaluation = evaluation_sampler(self.splits[split], self.trainer)  # None in one process; see sampler.py
+        sampler = self._training_sampler(split, batch_size) if shuffle else evaluation
         return DataLoader(
             self.splits[split],
             batch_size=batch_size,

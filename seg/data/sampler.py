@@ -14,9 +14,10 @@ Data-loader workers therefore do not matter either: any worker computes the same
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import Sampler
 
 from seg.data.augment import mix_seed
@@ -66,3 +67,18 @@ def stream_position(trainer) -> dict[str, int]:
     if done >= trainer.num_training_batches:
         return {"epoch": trainer.current_epoch + 1, "batches_done": 0}
     return {"epoch": trainer.current_epoch, "batches_done": done}
+
+
+def evaluation_sampler(dataset: Sized, trainer) -> UnrepeatedDistributedSampler | None:
+    """Under DDP, each rank's share of a val/test split, every image exactly once; None in one process.
+
+    Lightning's default for evaluation is torch's DistributedSampler, which pads the split with repeated
+    images until it divides by the world size: those images would count twice in IoU and Dice. Here rank r
+    takes images r, r + world_size, ... (shards differ by at most one image); the metrics' states are sums,
+    so their sync adds every image once. Lightning keeps a DistributedSampler it is given.
+    """
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    return UnrepeatedDistributedSampler(
+        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+    )

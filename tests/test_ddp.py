@@ -1,0 +1,121 @@
+"""DDP from the CLI on the CPU (gloo, 2 processes): one writer, one directory, and exact evaluation.
+
+Lightning re-runs train.py for rank 1, so these run the CLI in a subprocess. The val and test splits hold 15
+images with eval batches of 4: a padding DistributedSampler would give rank 1 a second copy of image 0, and the
+2-process IoU would differ from the 1-process one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from seg.data.sampler import evaluation_sampler
+from seg.paths import PROJECT_DIR
+from seg.train import build
+from tests.conftest import compose_config
+
+SPLIT = 15  # odd: not divisible by 2 processes x 4 images
+
+
+def ddp_overrides(tmp: Path) -> list[str]:
+    return [
+        f"data.root={tmp / 'data'}",
+        f"data.source.counts={{train: 32, val: {SPLIT}, test: {SPLIT}}}",
+        "data.source.size=32",
+        "data.batch_size=8",
+        "data.eval_batch_size=4",
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        "~callbacks.progress_bar",
+    ]
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+def test_evaluation_shards_cover_the_split_once(world_size):
+    split = range(SPLIT)
+    shards = [
+        list(evaluation_sampler(split, SimpleNamespace(world_size=world_size, global_rank=r)))
+        for r in range(world_size)
+    ]
+    assert sorted(i for shard in shards for i in shard) == list(split)
+    assert evaluation_sampler(split, SimpleNamespace(world_size=1, global_rank=0)) is None
+    assert evaluation_sampler(split, None) is None
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("ddp")
+    result = run_cli(
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        f"hydra.run.dir={tmp / 'run'}",
+        *ddp_overrides(tmp),
+        cwd=tmp,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp, result
+
+
+def test_ddp_run_writes_once_into_one_directory(ddp_run):
+    tmp, result = ddp_run
+    run_dir = tmp / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["run_dir"] == str(run_dir) and summary["global_step"] == 2 * 2  # 32 images / (2 ranks x 8)
+    assert result.stdout.count("run directory:") == 1  # rank 1 prints no summary table
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in run_dir.glob("*.log")) == ["config_tree.log", "train.log"]
+    assert len(list((run_dir / "csv").glob("metrics*.csv"))) == 1
+    assert [p.name for p in tmp.iterdir() if p.is_dir()] == sorted(["data", "run"])  # no second run directory
+
+
+def test_two_process_evaluation_equals_one_process(ddp_run, tmp_path):
+    """The best checkpoint, scored by the 2-process run's trainer.validate/test, scored again in one process."""
+    tmp, _ = ddp_run
+    two = json.loads((tmp / "run" / "summary.json").read_text())
+    assert two["best_checkpoint"]
+    cfg = compose_config([f"paths.output_dir={tmp_path / 'one'}", *ddp_overrides(tmp)[:-1], "~logger", "~callbacks"])
+    module, datamodule, trainer = build(cfg)
+    val = trainer.validate(module, datamodule=datamodule, ckpt_path=two["best_checkpoint"], verbose=False)[0]
+    test = trainer.test(module, datamodule=datamodule, ckpt_path=two["best_checkpoint"], verbose=False)[0]
+    one = {**val, **test}
+    for key in ("val/iou", "val/dice", "test/iou", "test/dice"):
+        assert abs(one[key] - two[key]) < 1e-6, (key, one[key], two[key])
+
+
+def test_ddp_inside_a_multirun_is_refused_in_one_line(tmp_path):
+    result = run_cli(
+        "-m",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "seed=0,1",
+        *ddp_overrides(tmp_path),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: trainer.devices=2 with strategy DDPStrategy inside a -m multirun"), last
+    assert "hydra/launcher=slurm" in last and "Traceback" not in result.stderr
+    assert not list((tmp_path / "sweep").glob("*/checkpoints"))  # refused before training
