@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
 LAST_EPOCH = ("train/iou", "train/dice")  # of the last training epoch, as logged during it (what debug=overfit reads)
 CHECKPOINT_FILES = 2  # best.ckpt and last.ckpt (conf/callbacks/default.yaml)
+OPTIMIZABLE = (*REPORTED, *LAST_EPOCH, "train_seconds")  # the float entries of summary.json
 NETWORK_SETTINGS = ("channels_last", "compile")  # keys of conf/trainer/ that are not Trainer arguments
 
 
@@ -85,6 +86,7 @@ def refuse_ddp_in_multirun(trainer: L.Trainer) -> None:
 
 def train(cfg: DictConfig) -> dict:
     """Fit, then evaluate the best checkpoint (by `val/iou`) on val and test. Returns the summary dict."""
+    check_optimized_metric(cfg.get("optimized_metric"))  # before training, not after: a sweep would waste a job
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint(cfg)  # None, or last.ckpt of the run this one continues
@@ -143,6 +145,11 @@ def _best_checkpoint(trainer: L.Trainer) -> Path | None:
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback is not None else ""
     return Path(path) if path and Path(path).exists() else None
+
+
+def check_optimized_metric(metric: str | None) -> None:
+    if metric is not None and metric not in OPTIMIZABLE:
+        raise UserError(f"optimized_metric={metric!r} is not a metric of this run; choose one of {list(OPTIMIZABLE)}")
 
 
 def optimized_value(summary: dict, metric: str | None) -> float | None:
