@@ -50,7 +50,17 @@ class SegmentationModule(L.LightningModule):
         with torch.no_grad():
             metrics.update(*as_metric_input(self.head.predict(logits), mask))
         on_step = stage == "train"  # train/loss: a curve of logged steps; val and test: one mean per epoch
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, batch_size=image.shape[0], prog_bar=True)
+        # Not on the progress bar during training: the bar turns its values into Python floats after every batch,
+        # a device sync per step on a GPU. Under DDP the val/test loss is averaged over ranks once per epoch.
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=not on_step,
+            batch_size=image.shape[0],
+            prog_bar=not on_step,
+            sync_dist=not on_step,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return {"loss": loss, "logits": logits.detach()}  # callbacks (diagnostics, pictures) read the logits
 

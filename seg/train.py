@@ -49,16 +49,16 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     for key in NETWORK_SETTINGS:
         trainer_args.pop(key, None)
     trainer = instantiate(trainer_args, logger=loggers or False, callbacks=callbacks)
-    apply_network_settings(module, cfg.trainer)
+    apply_network_settings(module.net, cfg.trainer)
     return module, datamodule, trainer
 
 
-def apply_network_settings(module: L.LightningModule, settings: DictConfig) -> None:
+def apply_network_settings(net: torch.nn.Module, settings: DictConfig) -> None:
     """`trainer.channels_last` and `trainer.compile` (conf/trainer/gpu.yaml): memory format and torch.compile."""
     if settings.get("channels_last"):
-        module.to(memory_format=torch.channels_last)  # conv outputs follow the weights' format
+        net.to(memory_format=torch.channels_last)  # conv outputs follow the weights' format
     if settings.get("compile"):
-        module.net.compile()  # in place: the state dict keeps its keys, so checkpoints load without the compiler
+        net.compile()  # in place: the state dict keeps its keys, so checkpoints load without the compiler
 
 
 def refuse_ddp_in_multirun(trainer: L.Trainer) -> None:

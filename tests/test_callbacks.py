@@ -79,7 +79,7 @@ def test_learning_curves_follow_the_logged_values(fitted):
     rows = logged_rows(Path(cfg.paths.output_dir))
     for name in ("train/loss", "val/iou", "val/dice", "val/loss"):
         logged = [float(row[name]) for row in rows if row[name]]
-        assert [value for _, value in curves.history[name]] == pytest.approx(logged, rel=1e-6), name
+        assert [value for _, value in curves.values()[name]] == pytest.approx(logged, rel=1e-6), name
     assert [step for step, _ in curves.history["val/iou"]] == [4, 8]
     assert [step for step, _ in curves.history["train/loss"]] == list(range(1, 9))
 

@@ -37,12 +37,16 @@ class LearningCurves(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.history:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            draw(self.history).savefig(self.path)
+            draw(self.values()).savefig(self.path)
+
+    def values(self) -> dict[str, list[tuple[int, float]]]:
+        return {name: [(step, float(value)) for step, value in points] for name, points in self.history.items()}
 
     def _record(self, trainer: L.Trainer, names: list[str]) -> None:
+        # The tensor, not float(tensor): float() after every training batch would wait for the GPU each step.
         for name in names:
             if name in trainer.callback_metrics:
-                self.history[name].append((trainer.global_step, float(trainer.callback_metrics[name])))
+                self.history[name].append((trainer.global_step, trainer.callback_metrics[name].detach().clone()))
 
 
 def draw(history: dict[str, list[tuple[int, float]]]) -> Figure:
