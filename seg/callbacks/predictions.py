@@ -65,15 +65,13 @@ class PredictionImages(L.Callback):
 
 
 def first_images(dataloader, count: int) -> dict[str, Tensor]:
-    """The first `count` images and masks of an unshuffled loader: the same ones at every validation."""
-    images, masks = [], []
-    for batch in dataloader:
-        images.append(batch["image"])
-        masks.append(batch["mask"])
-        if sum(len(m) for m in masks) >= count:
-            break
-    # clone: keep `count` images, not the whole batches a slice would hold on to for the rest of the run
-    return {"image": torch.cat(images)[:count].clone(), "mask": torch.cat(masks)[:count].clone()}
+    """The first `count` images and masks of the split: the same ones at every validation.
+
+    Read from the dataset, not the loader's batches: under DDP rank 0's loader holds only its share of the split.
+    """
+    dataset = dataloader.dataset
+    batch = dataloader.collate_fn([dataset[i] for i in range(min(count, len(dataset)))])
+    return {"image": batch["image"], "mask": batch["mask"]}
 
 
 def display(image: Tensor) -> Tensor:
