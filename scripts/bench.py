@@ -126,6 +126,7 @@ def bare_steps_per_s(cfg, args: argparse.Namespace) -> float:
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
     bf16 = str(cfg.trainer.precision).startswith("bf16")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark"))  # as the Trainer sets it
     net.train()
     batches = iter(training_loader(cfg))
     start = 0.0
