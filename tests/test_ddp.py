@@ -14,12 +14,18 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from seg.data.sampler import evaluation_sampler
+from seg.errors import UserError
 from seg.paths import PROJECT_DIR
-from seg.train import build
-from tests.conftest import compose_config
+from seg.rundir import register_resolvers
+from seg.train import build, refuse_ddp_in_multirun
+from tests.conftest import CONF_DIR, compose_config
 
 SPLIT = 15  # odd: not divisible by 2 processes x 4 images
 
@@ -89,6 +95,7 @@ def test_ddp_run_writes_once_into_one_directory(ddp_run):
     assert [p.name for p in tmp.iterdir() if p.is_dir()] == sorted(["data", "run"])  # no second run directory
 
 
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # the callbacks do not matter here
 def test_two_process_evaluation_equals_one_process(ddp_run, tmp_path):
     """The best checkpoint, scored by the 2-process run's trainer.validate/test, scored again in one process."""
     tmp, _ = ddp_run
@@ -119,3 +126,40 @@ def test_ddp_inside_a_multirun_is_refused_in_one_line(tmp_path):
     assert last.startswith("error: trainer.devices=2 with strategy DDPStrategy inside a -m multirun"), last
     assert "hydra/launcher=slurm" in last and "Traceback" not in result.stderr
     assert not list((tmp_path / "sweep").glob("*/checkpoints"))  # refused before training
+
+
+SLURM_TASK = {  # what srun sets in each task of a 2-task job (submitit's launcher starts jobs like this)
+    "SLURM_NTASKS": "2",
+    "SLURM_NTASKS_PER_NODE": "2",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_JOB_ID": "1",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_NODELIST": "node1",
+}
+
+
+@pytest.mark.parametrize("slurm", [False, True])
+def test_ddp_in_a_multirun_is_allowed_only_where_slurm_starts_the_ranks(tmp_path, monkeypatch, slurm):
+    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(key)
+    if slurm:
+        for key, value in SLURM_TASK.items():
+            monkeypatch.setenv(key, value)
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["trainer=ddp", "trainer.accelerator=cpu"], return_hydra_config=True)
+    cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, default_root_dir=tmp_path)
+        environment = type(trainer.strategy.cluster_environment).__name__
+        assert environment == ("SLURMEnvironment" if slurm else "LightningEnvironment")
+        if slurm:
+            refuse_ddp_in_multirun(trainer)  # srun started the ranks: nothing is re-run
+        else:
+            with pytest.raises(UserError, match="inside a -m multirun"):
+                refuse_ddp_in_multirun(trainer)
+    finally:
+        HydraConfig.instance().cfg = None
