@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
@@ -30,9 +30,15 @@ CHECKPOINT_FILES = 2  # best.ckpt and last.ckpt (conf/callbacks/default.yaml)
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
     """Instantiate module, data and trainer from a composed config; nothing runs yet."""
     head = instantiate(cfg.head)
-    net = instantiate(cfg.model, classes=head.out_channels)  # the head says how many channels it needs
     augment = instantiate(cfg.augment) if cfg.get("augment") else None
     datamodule = instantiate(cfg.data, train_transform=augment, seed=cfg.seed)
+    # The validation pass runs here, before the model exists: bad data stops the run before anything trains,
+    # and `auto` channels/normalization are settled and written into the config (so checkpoints record them).
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.data.update(datamodule.resolved())
+    net = instantiate(cfg.model, classes=head.out_channels)  # the head says how many channels it needs
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     config = OmegaConf.to_container(cfg, resolve=True)  # stored in each checkpoint: seg/checkpoint.py
     module = SegmentationModule(
