@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> dict:
         manifest = prepare(args.name, args.src, args.out, max_side=args.max_side, progress=not args.quiet)
         counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
         print(f"wrote {args.out}: {counts} image/mask pairs; train with: python train.py data={args.name}")
+        if converted := manifest.get("converted_to_rgb_png"):
+            print(f"converted {len(converted)} images that were not RGB JPEGs to RGB PNGs (listed in prepared.json)")
+        if manifest["warnings"]:
+            print(f"{len(manifest['warnings'])} warnings (above, and in prepared.json)")
         return manifest
 
 

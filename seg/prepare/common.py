@@ -297,8 +297,11 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 def binary_mask(data: bytes, name: str) -> np.ndarray:
-    """(H, W) bool: True where the mask (GIF, PNG, ...) is bright (> 127 after conversion to grey)."""
-    return np.asarray(open_image(data, name).convert("L")) > 127
+    """(H, W) bool: True where a lossless two-level mask (GIF, PNG, TIFF) is not black.
+
+    Through the palette: a GIF stores indices (Carvana's 0/1) whose colours are black and white.
+    """
+    return np.asarray(open_image(data, name).convert("L")) > 0
 
 
 def gif_to_png(name: str) -> Convert:
