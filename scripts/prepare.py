@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     with report_user_errors():
-        manifest = prepare(args.name, args.src, args.out, max_side=args.max_side, progress=not args.quiet)
+        try:
+            manifest = prepare(args.name, args.src, args.out, max_side=args.max_side, progress=not args.quiet)
+        except KeyboardInterrupt:  # the temporary folder is already removed
+            print(f"stopped: nothing was written to {args.out}", file=sys.stderr)
+            sys.exit(130)
         counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
         print(f"wrote {args.out}: {counts} image/mask pairs; train with: python train.py data={args.name}")
         if converted := manifest.get("converted_to_rgb_png"):

@@ -71,6 +71,6 @@ DATASET = Dataset(
     name="drive",
     title="DRIVE (retinal vessels, 20 labelled training images)",
     download="https://drive.grand-challenge.org/",
-    archives=r"drive\.zip|datasets\.zip",
+    archives=r"drive\.zip|training\.zip|test\.zip",  # one archive, or one per split in some copies
     plan=plan,
 )
