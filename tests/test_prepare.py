@@ -346,3 +346,17 @@ def test_preset_composes_and_its_train_resize_fits_the_policy(name):
         assert values <= set(data.mask.background) | set(data.mask.ignore)
     else:
         assert max(values) < data.mask.threshold
+
+
+def test_help_lists_every_dataset_with_its_download_page(capsys):
+    sys.path.insert(0, str(PROJECT_DIR / "scripts"))
+    try:
+        import prepare as script
+    finally:
+        sys.path.remove(str(PROJECT_DIR / "scripts"))
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for dataset in DATASETS.values():
+        assert f"{dataset.name:<11} {dataset.title}: {dataset.download}" in text
