@@ -14,12 +14,14 @@ import cv2
 import hydra
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from seg.data.masks import IGNORE
 from seg.errors import DataError, UserError
 from seg.paths import PROJECT_DIR
 from seg.prepare import DATASETS, prepare
-from tests.conftest import compose_config
+from tests.conftest import compose_config, tiny_overrides
 
 RNG = np.random.default_rng(0)
 
@@ -338,14 +340,16 @@ def test_preset_composes_and_its_train_resize_fits_the_policy(name):
     height, width = data.train_resize.height, data.train_resize.width
     small = data.train_resize.get("pad_if_needed", False)  # then images smaller than the crop are padded
     shape = (height // 2, width + 10) if small else (height + 10, width + 10)
-    fill = 0 if data.mask.threshold is not None else data.mask.background[0]  # an all-background mask
-    result = transform(image=np.zeros((*shape, 3), np.uint8), mask=np.full(shape, fill, np.uint8))
+    # the loader decodes masks with the policy first (0 background, 1 foreground, IGNORE), then crops
+    policy = hydra.utils.instantiate(data.mask)
+    stored = 0 if data.mask.threshold is not None else data.mask.background[0]  # an all-background mask
+    decoded = policy.decode(np.full(shape, stored, np.uint8), "mask")
+    result = transform(image=np.zeros((*shape, 3), np.uint8), mask=decoded)
     assert result["image"].shape == (height, width, 3)
     values = set(np.unique(result["mask"]).tolist())
-    if data.mask.threshold is None:  # padding takes a value the policy knows, and never foreground
-        assert values <= set(data.mask.background) | set(data.mask.ignore)
-    else:
-        assert max(values) < data.mask.threshold
+    # padding is never foreground: background, or ignored where the dataset has ignored pixels anyway
+    assert values <= ({0, IGNORE} if data.mask.ignore else {0})
+    assert (IGNORE in values) == (small and bool(data.mask.ignore))
 
 
 def test_help_lists_every_dataset_with_its_download_page(capsys):
@@ -360,3 +364,36 @@ def test_help_lists_every_dataset_with_its_download_page(capsys):
     text = capsys.readouterr().out
     for dataset in DATASETS.values():
         assert f"{dataset.name:<11} {dataset.title}: {dataset.download}" in text
+
+
+# ---- prepared datasets train ------------------------------------------------------------------------------
+
+
+def prepared(name: str, tmp_path: Path) -> Path:
+    if name == "oxford_pet":
+        images, annotations = oxford_files()
+        src = [make_tar(tmp_path / "images.tar.gz", images), make_tar(tmp_path / "annotations.tar.gz", annotations)]
+    else:
+        src = [make_zip(tmp_path / "DRIVE.zip", drive_files(test_labels=True)[0])]
+    prepare(name, src, tmp_path / name, progress=False)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["oxford_pet", "drive"])
+def test_a_prepared_dataset_trains_with_its_preset_and_ignores_what_the_policy_ignores(tmp_path, name):
+    from seg.train import build, train
+
+    root = prepared(name, tmp_path)
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("data.")]
+    cfg = compose_config(
+        [*overrides, f"data={name}", f"data.root={root}", "data.batch_size=2", "data.split.val=0.34",
+         "data.train_resize.height=32", "data.train_resize.width=32", "trainer.max_epochs=1"]
+    )
+    _, datamodule, _ = build(cfg.copy())
+    batch = next(iter(datamodule.val_dataloader()))
+    stored = read(datamodule.splits["val"].pairs[0][1])  # trimap 3 / DRIVE 128: ignored, like the padding
+    ignored = {"oxford_pet": 3, "drive": 128}[name]
+    assert torch.equal(batch["valid"][0, 0, :6, :8], torch.from_numpy(stored != ignored))
+    assert not batch["valid"][0, 0, 6:].any()  # 6 x 8 images padded to 32 x 32
+    summary = train(cfg)
+    assert cfg.data.in_channels == 3 and 0.0 <= summary["test/iou"] <= 1.0
