@@ -33,14 +33,27 @@ def picture(index: int, height: int = 24, width: int = 32) -> tuple[np.ndarray, 
     return image, mask
 
 
-def write_pairs(folder: Path, count: int, *, start: int = 0, image_ext=".png", mask_ext=".png", mask_suffix="", to_image=None, to_mask=None, size=(24, 32)):
+def write_pairs(
+    folder: Path,
+    count: int,
+    *,
+    start: int = 0,
+    image_ext=".png",
+    mask_ext=".png",
+    mask_suffix="",
+    to_image=None,
+    to_mask=None,
+    size=(24, 32),
+):
     """`folder/images` and `folder/masks` with `count` pairs; `to_image`/`to_mask` convert before writing."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     for i in range(start, start + count):
         image, mask = picture(i, *size)
         cv2.imwrite(str(folder / "images" / f"img_{i:03d}{image_ext}"), to_image(image) if to_image else image)
-        cv2.imwrite(str(folder / "masks" / f"img_{i:03d}{mask_suffix}{mask_ext}"), to_mask(mask) if to_mask else mask * 255)
+        cv2.imwrite(
+            str(folder / "masks" / f"img_{i:03d}{mask_suffix}{mask_ext}"), to_mask(mask) if to_mask else mask * 255
+        )
 
 
 def split_dataset(root: Path, counts=(8, 3, 3), **kwargs) -> Path:
@@ -98,7 +111,9 @@ def test_masks_pair_by_stem_plus_suffix_and_another_extension(tmp_path):
 
 def test_a_missing_suffix_is_suggested(tmp_path):
     write_pairs(tmp_path / "ds", 10, mask_suffix="_segmentation")
-    with pytest.raises(DataError, match=r"img_000\.png: no mask named img_000\.\*.*set data\.mask_suffix='_segmentation'"):
+    with pytest.raises(
+        DataError, match=r"img_000\.png: no mask named img_000\.\*.*set data\.mask_suffix='_segmentation'"
+    ):
         module(tmp_path / "ds")
 
 
@@ -164,7 +179,10 @@ def test_zero_one_and_zero_255_masks_decode_alike(tmp_path):
 
 def test_jpeg_masks_need_the_threshold_policy(tmp_path):
     split_dataset(tmp_path / "ds", mask_ext=".jpg")
-    with pytest.raises(DataError, match=r"masks/img_\d+\.jpg: mask values \{.*\} are outside the mask policy.*data\.mask\.threshold=128"):
+    with pytest.raises(
+        DataError,
+        match=r"masks/img_\d+\.jpg: mask values \{.*\} are outside the mask policy.*data\.mask\.threshold=128",
+    ):
         module(tmp_path / "ds")
     dm = module(tmp_path / "ds", mask=MaskPolicy(threshold=128))
     _, mask = picture(100)
@@ -225,7 +243,11 @@ def test_images_of_different_sizes_are_padded_and_scored_on_their_own_pixels(tmp
 
 
 def test_padding_mirrors_the_image():
-    item = {"image": torch.arange(6.0).reshape(1, 2, 3), "mask": torch.ones(1, 2, 3), "valid": torch.ones(1, 2, 3, dtype=torch.bool)}
+    item = {
+        "image": torch.arange(6.0).reshape(1, 2, 3),
+        "mask": torch.ones(1, 2, 3),
+        "valid": torch.ones(1, 2, 3, dtype=torch.bool),
+    }
     batch = PadCollate(4)([item])
     assert batch["image"][0, 0].tolist() == [[0, 1, 2, 2], [3, 4, 5, 5], [3, 4, 5, 5], [0, 1, 2, 2]]
     assert batch["mask"][0, 0, 2:].sum() == 0 and batch["valid"][0, 0].sum() == 6
@@ -250,18 +272,54 @@ def truncate_as_jpeg(root: Path) -> None:
 
 
 BAD_DATA = {
-    "image without mask": (lambda r: (r / "train/masks/img_001.png").unlink(), r"train/images/img_001\.png: no mask named img_001\.\*"),
-    "mask without image": (lambda r: (r / "val/images/img_100.png").unlink(), r"val/masks/img_100\.png: no image named img_100\.\*"),
-    "unreadable image": (lambda r: corrupt(r / "train/images/img_002.png"), r"img_002\.png: cannot be decoded as an image"),
-    "unreadable mask": (lambda r: corrupt(r / "test/masks/img_201.png"), r"test/masks/img_201\.png: cannot be decoded as a mask"),
+    "image without mask": (
+        lambda r: (r / "train/masks/img_001.png").unlink(),
+        r"train/images/img_001\.png: no mask named img_001\.\*",
+    ),
+    "mask without image": (
+        lambda r: (r / "val/images/img_100.png").unlink(),
+        r"val/masks/img_100\.png: no image named img_100\.\*",
+    ),
+    "unreadable image": (
+        lambda r: corrupt(r / "train/images/img_002.png"),
+        r"img_002\.png: cannot be decoded as an image",
+    ),
+    "unreadable mask": (
+        lambda r: corrupt(r / "test/masks/img_201.png"),
+        r"test/masks/img_201\.png: cannot be decoded as a mask",
+    ),
     "truncated jpeg": (truncate_as_jpeg, r"img_003\.jpg: JPEG file is truncated"),
-    "mask size": (lambda r: cv2.imwrite(str(r / "val/masks/img_101.png"), np.zeros((10, 32), np.uint8)), r"val/masks/img_101\.png: mask is 32x10 but its image img_101\.png is 32x24"),
-    "mask values": (lambda r: cv2.imwrite(str(r / "train/masks/img_004.png"), np.full((24, 32), 7, np.uint8)), r"img_004\.png: mask values \{7\} are outside the mask policy"),
-    "colour mask": (lambda r: cv2.imwrite(str(r / "train/masks/img_004.png"), np.dstack([np.zeros((24, 32), np.uint8), np.full((24, 32), 255, np.uint8), np.zeros((24, 32), np.uint8)])), r"img_004\.png: mask has 3 different colour channels"),
-    "mixed channels": (lambda r: cv2.imwrite(str(r / "test/images/img_200.png"), np.zeros((24, 32, 3), np.uint8)), r"test/images/img_200\.png: has 3 channel\(s\) but 13 other images have 1"),
-    "duplicate stems": (lambda r: cv2.imwrite(str(r / "train/images/img_005.jpg"), picture(5)[0]), r"img_005\.(png|jpg): two files share the stem 'img_005'"),
-    "empty split": (lambda r: [p.unlink() for p in (r / "test/images").iterdir()], r"test/images: no images .* an empty split"),
-    "no layout": (lambda r: [(r / name).rename(r / f"old_{name}") for name in ("train", "val", "test")], r"expected train/, val/, test/ folders .*found old_test/, old_train/, old_val/"),
+    "mask size": (
+        lambda r: cv2.imwrite(str(r / "val/masks/img_101.png"), np.zeros((10, 32), np.uint8)),
+        r"val/masks/img_101\.png: mask is 32x10 but its image img_101\.png is 32x24",
+    ),
+    "mask values": (
+        lambda r: cv2.imwrite(str(r / "train/masks/img_004.png"), np.full((24, 32), 7, np.uint8)),
+        r"img_004\.png: mask values \{7\} are outside the mask policy",
+    ),
+    "colour mask": (
+        lambda r: cv2.imwrite(
+            str(r / "train/masks/img_004.png"),
+            np.dstack([np.zeros((24, 32), np.uint8), np.full((24, 32), 255, np.uint8), np.zeros((24, 32), np.uint8)]),
+        ),
+        r"img_004\.png: mask has 3 different colour channels",
+    ),
+    "mixed channels": (
+        lambda r: cv2.imwrite(str(r / "test/images/img_200.png"), np.zeros((24, 32, 3), np.uint8)),
+        r"test/images/img_200\.png: has 3 channel\(s\) but 13 other images have 1",
+    ),
+    "duplicate stems": (
+        lambda r: cv2.imwrite(str(r / "train/images/img_005.jpg"), picture(5)[0]),
+        r"img_005\.(png|jpg): two files share the stem 'img_005'",
+    ),
+    "empty split": (
+        lambda r: [p.unlink() for p in (r / "test/images").iterdir()],
+        r"test/images: no images .* an empty split",
+    ),
+    "no layout": (
+        lambda r: [(r / name).rename(r / f"old_{name}") for name in ("train", "val", "test")],
+        r"expected train/, val/, test/ folders .*found old_test/, old_train/, old_val/",
+    ),
     "no train": (lambda r: (r / "train").rename(r / "training"), r"has val/, test/ but no train/"),
 }
 
@@ -278,7 +336,9 @@ def test_bad_data_is_one_clear_line(tmp_path, case):
 
 def test_a_channel_count_the_model_does_not_take_is_named(tmp_path):
     split_dataset(tmp_path / "ds")
-    with pytest.raises(DataError, match=r"img_000\.png: has 1 channel\(s\) but the model takes 3; set data\.in_channels=1 \(or auto\)"):
+    with pytest.raises(
+        DataError, match=r"img_000\.png: has 1 channel\(s\) but the model takes 3; set data\.in_channels=1 \(or auto\)"
+    ):
         module(tmp_path / "ds", in_channels=3)
 
 
@@ -286,7 +346,9 @@ def test_many_bad_files_are_counted_in_the_one_line(tmp_path):
     root = split_dataset(tmp_path / "ds")
     for i in range(3):
         corrupt(root / f"train/images/img_00{i}.png")
-    with pytest.raises(DataError, match=r"img_000\.png: cannot be decoded .* \[2 more bad file\(s\) in .*ds, e\.g\. .*img_001\.png\]"):
+    with pytest.raises(
+        DataError, match=r"img_000\.png: cannot be decoded .* \[2 more bad file\(s\) in .*ds, e\.g\. .*img_001\.png\]"
+    ):
         module(root)
 
 
@@ -310,7 +372,10 @@ def test_bad_data_stops_train_py_with_one_line_and_no_traceback(tmp_path):
     cv2.imwrite(str(root / "val/masks/img_102.png"), np.full((24, 32), 9, np.uint8))
     result = subprocess.run(
         [sys.executable, "train.py", "data=folder", f"data.root={root}", f"paths.output_dir={tmp_path / 'run'}"],
-        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -339,10 +404,14 @@ def test_a_second_setup_decodes_nothing_and_a_changed_file_is_decoded_again(tmp_
 
 def test_the_users_files_are_only_read(tmp_path):
     root = split_dataset(tmp_path / "ds")
-    before = {p: (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    before = {
+        p: (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
+    }
     dm = module(root)
     next(iter(dm.train_dataloader()))
-    after = {p: (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    after = {
+        p: (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
+    }
     assert after == before
 
 
@@ -360,7 +429,9 @@ def test_policy_values_listed_twice_are_refused():
 
 
 def test_decoded_ignore_value_is_reserved():
-    assert IGNORE == 255 and MaskPolicy(foreground=[255], ignore=[128]).decode(np.array([[255, 128, 0]]), "m").tolist() == [[1, IGNORE, 0]]
+    assert IGNORE == 255 and MaskPolicy(foreground=[255], ignore=[128]).decode(
+        np.array([[255, 128, 0]]), "m"
+    ).tolist() == [[1, IGNORE, 0]]
 
 
 def test_gif_masks_are_read(tmp_path):

@@ -57,14 +57,14 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
 
 
 def _decode(path: Path, what: str) -> np.ndarray:
+    if path.suffix.lower() in JPEG_SUFFIXES and not _has_jpeg_end(path):
+        # OpenCV decodes a truncated JPEG without an error, filling the missing part with grey.
+        raise DataError(f"{path}: JPEG file is truncated (no end-of-image marker); replace or remove the file")
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None or array.size == 0:
         raise DataError(
             f"{path}: cannot be decoded as {what} (unreadable, truncated or not an image); replace or remove the file"
         )
-    if path.suffix.lower() in JPEG_SUFFIXES and not _has_jpeg_end(path):
-        # OpenCV decodes a truncated JPEG without an error, filling the missing part with grey.
-        raise DataError(f"{path}: JPEG file is truncated (no end-of-image marker); replace or remove the file")
     return array
 
 
