@@ -449,3 +449,25 @@ def test_scan_records_survive_json(tmp_path):
     module(tmp_path / "ds")
     (cache,) = (tmp_path / "scan-cache").glob("*.json")
     assert len(json.loads(cache.read_text())) == 14
+
+
+def test_eval_py_on_a_padded_dataset_with_ignored_pixels_equals_training(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from seg.evaluate import evaluate
+    from seg.train import train
+    from tests.conftest import CONF_DIR
+
+    def trimap(mask):
+        border = cv2.dilate(mask, np.ones((3, 3), np.uint8)) - mask
+        return np.where(border > 0, 3, np.where(mask > 0, 1, 2)).astype(np.uint8)
+
+    root = tmp_path / "pets"
+    write_pairs(root / "train", 12, size=(40, 40), to_mask=trimap)
+    write_pairs(root / "test", 3, start=200, size=(50, 37), to_mask=trimap)  # padded to 64 x 64, val split off train
+    policy = ["data.mask.foreground=[1]", "data.mask.background=[2]", "data.mask.ignore=[3]"]
+    summary = train(folder_cfg(tmp_path, root, *policy, "data.split.val=0.25", "trainer.max_epochs=2"))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[f"ckpt={summary['best_checkpoint']}", f"output={tmp_path / 'e.json'}"])
+    report = evaluate(cfg)
+    assert abs(report["test/iou"] - summary["test/iou"]) < 1e-6 and report["images"] == 3
