@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from seg.cli import report_user_errors  # noqa: E402
+from seg.paths import resolve_project_path  # noqa: E402
 from seg.prepare import DATASETS, KEEP, prepare  # noqa: E402
 
 
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"stopped: nothing was written to {args.out}", file=sys.stderr)
             sys.exit(130)
         counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
-        print(f"wrote {args.out}: {counts} image/mask pairs; train with: python train.py data={args.name}")
+        preset_root = resolve_project_path(f"data/{args.name}")  # the preset's data.root
+        root = "" if args.out.resolve() == preset_root.resolve() else f" data.root={args.out.resolve()}"
+        print(f"wrote {args.out}: {counts} image/mask pairs; train with: python train.py data={args.name}{root}")
         if converted := manifest.get("converted_to_rgb_png"):
             print(f"converted {len(converted)} images that were not RGB JPEGs to RGB PNGs (listed in prepared.json)")
         if manifest["warnings"]:
