@@ -30,6 +30,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from seg.cli import quiet_library_noise
 from seg.paths import PROJECT_DIR
@@ -112,14 +113,18 @@ def bench_config(args: argparse.Namespace, tmp: Path):
 
 
 def training_loader(cfg):
-    datamodule = instantiate(cfg.data, train_transform=instantiate(cfg.augment) if cfg.get("augment") else None)
+    augment = instantiate(cfg.augment) if cfg.get("augment") else None
+    datamodule = instantiate(cfg.data, train_transform=augment, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.data.update(datamodule.resolved())  # `auto` channels and normalization, settled as train.build does
     return datamodule.train_dataloader()
 
 
 def bare_steps_per_s(cfg, args: argparse.Namespace) -> float:
     device = torch.device(args.device)
+    batches = iter(training_loader(cfg))
     head = instantiate(cfg.head)
     net = instantiate(cfg.model, classes=head.out_channels).to(device)
     apply_network_settings(net, cfg.trainer)  # channels_last / compile as the project applies them
@@ -128,7 +133,6 @@ def bare_steps_per_s(cfg, args: argparse.Namespace) -> float:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark"))  # as the Trainer sets it
     net.train()
-    batches = iter(training_loader(cfg))
     start = 0.0
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
@@ -137,8 +141,10 @@ def bare_steps_per_s(cfg, args: argparse.Namespace) -> float:
         batch = next(batches)
         image = batch["image"].to(device, non_blocking=True)  # (B, C, H, W)
         mask = batch["mask"].to(device, non_blocking=True)  # (B, 1, H, W) {0, 1}
+        valid = batch.get("valid")  # (B, 1, H, W) bool, only where pixels are ignored or padded
+        valid = valid.to(device, non_blocking=True) if valid is not None else None
         with autocast:
-            loss = head.loss(net(image), mask)
+            loss = head.loss(net(image), mask, valid)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -39,9 +39,12 @@ def evaluate_split(model: TrainedModel, loader: DataLoader, files: list[str], sp
     per_image: list[float] = []
     for batch in loader:
         mask = batch["mask"].to(device)  # (B, 1, H, W) {0, 1}
+        valid = batch["valid"].to(device) if "valid" in batch else None  # padding, ignored mask values
         decision = model.head.predict(model.net(batch["image"].to(device)))  # (B, 1, H, W) bool
-        metrics.update(*as_metric_input(decision, mask))
+        metrics.update(*as_metric_input(decision, mask, valid))
         truth = mask.bool()
+        if valid is not None:
+            decision, truth = decision & valid, truth & valid
         intersection = (decision & truth).sum(dim=(1, 2, 3)).double()
         union = (decision | truth).sum(dim=(1, 2, 3)).double()
         per_image += torch.where(union > 0, intersection / union.clamp(min=1), 1.0).tolist()
@@ -67,9 +70,9 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.split not in datamodule.splits:
         raise UserError(f"split={cfg.split}: not a split of this dataset; choose one of {sorted(datamodule.splits)}")
     dataset = datamodule.splits[cfg.split]
-    # The batches trainer.test used: eval_batch_size, in file order (BatchNorm is frozen, but batch size
-    # can change which kernels run; the same batches give bit-identical numbers).
-    loader = DataLoader(dataset, batch_size=datamodule.eval_batch_size, num_workers=datamodule.num_workers)
+    # The batches trainer.test used: eval_batch_size, in file order, padded alike (BatchNorm is frozen, but
+    # batch size can change which kernels run; the same batches give bit-identical numbers).
+    loader = datamodule.eval_dataloader(cfg.split)
     start = time.perf_counter()
     result = evaluate_split(model, loader, [pair[0].name for pair in dataset.pairs], cfg.split, device)
     report = {

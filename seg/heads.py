@@ -16,13 +16,18 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch import losses as smp_losses
+from segmentation_models_pytorch.losses._functional import focal_loss_with_logits
 from torch import Tensor
+
+IGNORE_TARGET = -1  # the target value smp's losses are built to skip (ignore_index)
 
 
 class Head(ABC):
     """A loss and a probability for a logit map.
 
-    logits: (B, out_channels, H, W) raw network output; mask: (B, 1, H, W) float in {0, 1}.
+    logits: (B, out_channels, H, W) raw network output; mask: (B, 1, H, W) float in {0, 1};
+    valid: (B, 1, H, W) bool or None (all valid): pixels that count. Ignored pixels (a trimap's border, an
+    image's padding) add nothing to the loss and its gradient; the mean is over valid pixels only.
     """
 
     name: str  # the name runs and reports use, equal to the config option (conf/head/<name>.yaml)
@@ -30,8 +35,8 @@ class Head(ABC):
     pixelwise: bool = True  # the loss is a mean of per-pixel terms (False: Dice, Lovasz couple the pixels)
 
     @abstractmethod
-    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
-        """Scalar training loss, mean over pixels."""
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Scalar training loss, mean over (valid) pixels."""
 
     @abstractmethod
     def probability(self, logits: Tensor) -> Tensor:
@@ -45,6 +50,18 @@ class Head(ABC):
         return f"{type(self).__name__}()"
 
 
+def valid_mean(per_pixel: Tensor, valid: Tensor | None) -> Tensor:
+    """Mean of a per-pixel loss map over the valid pixels (all of them when `valid` is None)."""
+    if valid is None:
+        return per_pixel.mean()
+    return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
+
+
+def ignored_as(mask: Tensor, valid: Tensor | None, value: float = IGNORE_TARGET) -> Tensor:
+    """The mask with `value` at ignored pixels: how smp's set-level losses (Dice, Lovasz) are told to skip them."""
+    return mask if valid is None else mask.masked_fill(~valid, value)
+
+
 def logits_with_decision(head: Head, z: Tensor) -> Tensor:
     """A logit map for `head` whose decision logit is `z` (B, 1, H, W): z itself, or (0, z) for two channels."""
     return z if head.out_channels == 1 else torch.cat([torch.zeros_like(z), z], 1)
@@ -55,9 +72,9 @@ class SigmoidBCE(Head):
 
     name = "sigmoid_bce"
 
-    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
         # From logits: log-sum-exp stable, unlike BCE on sigmoid(z), which saturates at |z| > ~17.
-        return F.binary_cross_entropy_with_logits(logits, mask)
+        return valid_mean(F.binary_cross_entropy_with_logits(logits, mask, reduction="none"), valid)
 
     def probability(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
@@ -68,8 +85,8 @@ class TanhMSE(Head):
 
     name = "tanh_mse"
 
-    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
-        return F.mse_loss(torch.tanh(logits), 2 * mask - 1)
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+        return valid_mean(F.mse_loss(torch.tanh(logits), 2 * mask - 1, reduction="none"), valid)
 
     def probability(self, logits: Tensor) -> Tensor:
         return (torch.tanh(logits) + 1) / 2  # == sigmoid(2 z)
@@ -80,8 +97,8 @@ class SigmoidMSE(Head):
 
     name = "sigmoid_mse"
 
-    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
-        return F.mse_loss(torch.sigmoid(logits), mask)
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+        return valid_mean(F.mse_loss(torch.sigmoid(logits), mask, reduction="none"), valid)
 
     def probability(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
@@ -97,8 +114,9 @@ class SoftmaxCE(Head):
     name = "softmax_ce"
     out_channels = 2
 
-    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:  # (B, 2, H, W), (B, 1, H, W)
-        return F.cross_entropy(logits, mask[:, 0].long())
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:  # (B, 2, H, W), (B, 1, H, W)
+        per_pixel = F.cross_entropy(logits, mask[:, 0].long(), reduction="none")  # (B, H, W)
+        return valid_mean(per_pixel, None if valid is None else valid[:, 0])
 
     def probability(self, logits: Tensor) -> Tensor:
         return torch.softmax(logits, dim=1)[:, 1:2]
@@ -114,10 +132,10 @@ class SigmoidDice(Head):
     pixelwise = False
 
     def __init__(self, *, smooth: float = 0.0) -> None:
-        self.dice = smp_losses.DiceLoss(mode="binary", from_logits=True, smooth=smooth)
+        self.dice = smp_losses.DiceLoss(mode="binary", from_logits=True, smooth=smooth, ignore_index=IGNORE_TARGET)
 
-    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
-        return self.dice(logits, mask)
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.dice(logits, ignored_as(mask, valid))
 
     def probability(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
@@ -132,8 +150,9 @@ class SigmoidBCEDice(SigmoidDice):
         super().__init__(smooth=smooth)
         self.bce_weight = bce_weight
 
-    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
-        return self.bce_weight * F.binary_cross_entropy_with_logits(logits, mask) + self.dice(logits, mask)
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+        bce = valid_mean(F.binary_cross_entropy_with_logits(logits, mask, reduction="none"), valid)
+        return self.bce_weight * bce + self.dice(logits, ignored_as(mask, valid))
 
 
 class SigmoidFocal(Head):
@@ -142,10 +161,11 @@ class SigmoidFocal(Head):
     name = "focal"
 
     def __init__(self, *, gamma: float = 2.0, alpha: float | None = None) -> None:
-        self.focal = smp_losses.FocalLoss(mode="binary", gamma=gamma, alpha=alpha)
+        self.gamma, self.alpha = gamma, alpha
 
-    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
-        return self.focal(logits, mask)
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+        per_pixel = focal_loss_with_logits(logits, mask, gamma=self.gamma, alpha=self.alpha, reduction="none")
+        return valid_mean(per_pixel, valid)
 
     def probability(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
@@ -162,11 +182,11 @@ class LovaszHinge(Head):
     pixelwise = False
 
     def __init__(self) -> None:
-        self.lovasz = smp_losses.LovaszLoss(mode="binary", per_image=False)
+        self.lovasz = smp_losses.LovaszLoss(mode="binary", per_image=False, ignore_index=IGNORE_TARGET)
 
-    def loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
         # smp's Lovasz builds float32 weights: compute in float32 (a float64 or bf16 map would not match them).
-        return self.lovasz(logits.float(), mask.float())
+        return self.lovasz(logits.float(), ignored_as(mask.float(), valid))
 
     def probability(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)

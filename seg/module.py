@@ -17,7 +17,8 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]  # partia
 
 
 class SegmentationModule(L.LightningModule):
-    """Trains `net` with `head`. Batches are `image (B, C, H, W) float`, `mask (B, 1, H, W) float {0,1}`."""
+    """Trains `net` with `head`. Batches are `image (B, C, H, W) float`, `mask (B, 1, H, W) float {0,1}`,
+    and, when some pixels do not count, `valid (B, 1, H, W) bool`."""
 
     def __init__(
         self,
@@ -44,11 +45,12 @@ class SegmentationModule(L.LightningModule):
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         image, mask = batch["image"], batch["mask"]
+        valid = batch.get("valid")  # present when some pixels are ignored or padding (seg/data/collate.py)
         logits = self(image)
-        loss = self.head.loss(logits, mask)
+        loss = self.head.loss(logits, mask, valid)
         metrics = getattr(self, f"{stage}_metrics")
         with torch.no_grad():
-            metrics.update(*as_metric_input(self.head.predict(logits), mask))
+            metrics.update(*as_metric_input(self.head.predict(logits), mask, valid))
         on_step = stage == "train"  # train/loss: a curve of logged steps; val and test: one mean per epoch
         # Not on the progress bar during training: the bar turns its values into Python floats after every batch,
         # a device sync per step on a GPU. Under DDP the val/test loss is averaged over ranks once per epoch.

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from seg.checkpoint import TrainedModel, load_trained_model, pick_device
-from seg.data.folder import IMAGE_SUFFIXES, read_image
+from seg.data.collate import pad_bottom_right, padded_size
+from seg.data.reading import IMAGE_SUFFIXES, read_image, to_unit_range
 from seg.errors import DataError, UserError
 
 
@@ -43,7 +44,7 @@ def list_inputs(spec: str) -> list[Path]:
 @dataclass
 class Prediction:
     path: Path
-    image: np.ndarray  # (H, W, C) uint8, as read
+    image: np.ndarray  # (H, W, C) uint8 or uint16, as read
     probability: np.ndarray  # (H, W) float32 in [0, 1]
     mask: np.ndarray  # (H, W) bool: the head's decision (probability >= 0.5)
 
@@ -58,12 +59,14 @@ def predict_files(
 ) -> Iterator[Prediction]:
     """Predictions in batches; `skip(path, reason)` is called for each file that cannot be read."""
     data = model.config.data
-    mean = np.asarray(data.mean, np.float32) * 255
-    std = np.asarray(data.std, np.float32) * 255
+    mean = np.asarray(data.mean, np.float32)  # pixel values scaled to [0, 1], as in training
+    std = np.asarray(data.std, np.float32)
     pending: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = {}  # padded size -> images waiting
     for path in paths:
         try:
-            image = read_image(path, int(data.in_channels))
+            image = read_image(path)
+            if image.shape[2] != int(data.in_channels):
+                raise DataError(f"{path}: has {image.shape[2]} channel(s) but the model takes {data.in_channels}")
         except DataError as error:
             skip(path, str(error).removeprefix(f"{path}: "))
             continue
@@ -76,25 +79,19 @@ def predict_files(
 
 
 def _padded_size(image: np.ndarray, stride: int) -> tuple[int, int]:
-    return (-(-image.shape[0] // stride) * stride, -(-image.shape[1] // stride) * stride)
+    return padded_size(image.shape[0], image.shape[1], stride)
 
 
 @torch.inference_mode()
 def _predict_batch(model, items, mean, std, device) -> Iterator[Prediction]:
     height, width = _padded_size(items[0][1], model.stride)
-    batch = np.stack([_pad((image.astype(np.float32) - mean) / std, height, width) for _, image in items])
+    batch = np.stack([pad_bottom_right((to_unit_range(image) - mean) / std, height, width) for _, image in items])
     logits = model.net(torch.from_numpy(batch.transpose(0, 3, 1, 2)).to(device))  # (B, out, H', W')
     probability = model.head.probability(logits)[:, 0].float().cpu().numpy()  # (B, H', W')
     decision = model.head.predict(logits)[:, 0].cpu().numpy()
     for (path, image), p, d in zip(items, probability, decision, strict=True):
         h, w = image.shape[:2]
         yield Prediction(path=path, image=image, probability=p[:h, :w], mask=d[:h, :w])
-
-
-def _pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W, C) -> (height, width, C): mirrored at the bottom and right, which the U-Net sees as more image."""
-    h, w = image.shape[:2]
-    return np.pad(image, ((0, height - h), (0, width - w), (0, 0)), mode="symmetric")
 
 
 def write_prediction(prediction: Prediction, output: Path, *, probabilities: bool, overlays: bool) -> None:
@@ -109,7 +106,7 @@ def write_prediction(prediction: Prediction, output: Path, *, probabilities: boo
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """BGR picture of the image with the predicted foreground tinted red."""
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
-    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR).astype(np.float32)
+    bgr = cv2.cvtColor(np.ascontiguousarray(to_unit_range(rgb) * 255), cv2.COLOR_RGB2BGR)  # 16-bit shown as 8-bit
     bgr[mask] = 0.5 * bgr[mask] + 0.5 * np.array([0, 0, 255], np.float32)
     return bgr.astype(np.uint8)
 

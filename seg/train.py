@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
@@ -35,9 +35,15 @@ NETWORK_SETTINGS = ("channels_last", "compile")  # keys of conf/trainer/ that ar
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
     """Instantiate module, data and trainer from a composed config; nothing runs yet."""
     head = instantiate(cfg.head)
-    net = instantiate(cfg.model, classes=head.out_channels)  # the head says how many channels it needs
     augment = instantiate(cfg.augment) if cfg.get("augment") else None
     datamodule = instantiate(cfg.data, train_transform=augment, seed=cfg.seed)
+    # The validation pass runs here, before the model exists: bad data stops the run before anything trains,
+    # and `auto` channels/normalization are settled and written into the config (so checkpoints record them).
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.data.update(datamodule.resolved())
+    net = instantiate(cfg.model, classes=head.out_channels)  # the head says how many channels it needs
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     config = OmegaConf.to_container(cfg, resolve=True)  # stored in each checkpoint: seg/checkpoint.py
     module = SegmentationModule(

@@ -14,6 +14,12 @@ from seg.paths import PROJECT_DIR
 CONF_DIR = PROJECT_DIR / "conf"
 
 
+@pytest.fixture(autouse=True)
+def scan_cache_in_tmp(tmp_path, monkeypatch):
+    """Each test's validation-pass cache lives in its tmp_path, not in the project's data/.cache."""
+    monkeypatch.setattr("seg.data.scan.CACHE_DIR", tmp_path / "scan-cache")
+
+
 def tiny_overrides(tmp_path: Path) -> list[str]:
     """A 32 px dataset of 32/16/16 images, 3 epochs, written under tmp_path: a fit takes a few seconds."""
     return [

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 
 from seg.data.baselines import threshold_iou
-from seg.data.datamodule import FolderDataModule
-from seg.data.folder import SegmentationFolder
 from seg.data.generate import SyntheticSource
 from seg.data.synthetic import SyntheticStyle, generate_sample
 from seg.errors import DataError
@@ -112,68 +110,3 @@ def test_concurrent_jobs_generate_once_and_completely(tmp_path):
     assert SyntheticSource(seed=0, counts={"train": 40, "val": 10, "test": 10}, size=32).is_complete(root)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".synthetic.lock", "synthetic"]  # no temp folders left
 
-
-# --- reading a folder: bad data gets a DataError that names the file -------------------------------------
-
-
-@pytest.fixture
-def split_dir(tmp_path):
-    SyntheticSource(seed=0, counts={"train": 3}, size=32).ensure(tmp_path / "ds")
-    return tmp_path / "ds" / "train"
-
-
-def read(split_dir, in_channels=1):
-    return SegmentationFolder(split_dir, in_channels=in_channels, mean=[0.5] * in_channels, std=[0.25] * in_channels)
-
-
-def test_items_follow_the_batch_contract(split_dir):
-    item = read(split_dir)[0]
-    assert item["image"].shape == (1, 32, 32) and item["image"].dtype.is_floating_point
-    assert item["mask"].shape == (1, 32, 32) and set(item["mask"].unique().tolist()) <= {0.0, 1.0}
-
-
-def test_missing_mask_is_named(split_dir):
-    (split_dir / "masks" / "train_00001.png").unlink()
-    with pytest.raises(DataError, match=r"train_00001\.png: no mask"):
-        read(split_dir)
-
-
-def test_mask_without_image_is_named(split_dir):
-    (split_dir / "images" / "train_00002.png").unlink()
-    with pytest.raises(DataError, match=r"masks/train_00002\.png: no image"):
-        read(split_dir)
-
-
-def test_non_binary_mask_is_named(split_dir):
-    cv2.imwrite(str(split_dir / "masks" / "train_00000.png"), np.full((32, 32), 128, np.uint8))
-    with pytest.raises(DataError, match=r"train_00000\.png: mask values \[128\] are not binary"):
-        read(split_dir)
-
-
-def test_mask_size_mismatch_is_named(split_dir):
-    cv2.imwrite(str(split_dir / "masks" / "train_00000.png"), np.zeros((16, 32), np.uint8))
-    with pytest.raises(DataError, match=r"train_00000\.png: mask is 32x16 but its image is 32x32"):
-        read(split_dir)
-
-
-def test_corrupt_image_is_named(split_dir):
-    (split_dir / "images" / "train_00001.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    with pytest.raises(DataError, match=r"train_00001\.png: cannot be decoded"):
-        read(split_dir)
-
-
-def test_wrong_channel_count_is_named(split_dir):
-    with pytest.raises(DataError, match=r"has 1 channel\(s\) but the model takes 3; set data.in_channels=1"):
-        read(split_dir, in_channels=3)
-
-
-def test_missing_root_is_reported(tmp_path):
-    module = FolderDataModule(root=tmp_path / "nowhere", in_channels=1, mean=[0.5], std=[0.25])
-    with pytest.raises(DataError, match="data.root not found"):
-        module.prepare_data()
-
-
-def test_relative_root_is_taken_from_the_project_folder(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    module = FolderDataModule(root="data/x", in_channels=1, mean=[0.5], std=[0.25])
-    assert module.root == Path(__file__).resolve().parent.parent / "data" / "x"

@@ -69,12 +69,12 @@ def test_an_unwritable_output_location_is_one_line(tmp_path):
 def test_a_nan_loss_stops_training_at_once_with_one_message(tiny_cfg, tmp_path, monkeypatch):
     original, train_calls = SigmoidBCE.loss, []
 
-    def loss(self, logits, mask):
+    def loss(self, logits, mask, valid=None):
         if torch.is_grad_enabled():  # a training step, not validation
             train_calls.append(1)
             if len(train_calls) == 6:
-                return original(self, logits, mask) * float("nan")
-        return original(self, logits, mask)
+                return original(self, logits, mask, valid) * float("nan")
+        return original(self, logits, mask, valid)
 
     monkeypatch.setattr(SigmoidBCE, "loss", loss)
     with pytest.raises(TrainingDiverged) as stopped:

@@ -1,41 +1,61 @@
-"""The LightningDataModule over a folder dataset `root/{train,val,test}/{images,masks}/`."""
+"""The LightningDataModule over a folder dataset: layout, validation pass, splits, loaders.
+
+`setup` finds the splits (seg/data/layout.py), runs the validation pass over every file (seg/data/scan.py,
+cached), settles the `auto` values (channels, normalization, caching, workers) and builds the datasets;
+`train.build` calls it before making the model, so bad data stops a run before anything trains.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import albumentations as A
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, get_worker_info
 
 from seg.data.augment import seed_augmentation
+from seg.data.collate import PadCollate
 from seg.data.folder import SegmentationFolder
+from seg.data.layout import SPLITS, find_splits
+from seg.data.masks import MaskPolicy
 from seg.data.sampler import EpochSampler, evaluation_sampler, stream_position
+from seg.data.scan import channel_count, decoded_bytes, problems, raise_problems, scan, statistics
 from seg.errors import DataError
 from seg.paths import resolve_project_path
 
-SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
+AUTO = "auto"
+CACHE_LIMIT = 2 * 1024**3  # cache=auto keeps decoded images in memory up to this many bytes
 
 
 class FolderDataModule(L.LightningDataModule):
     """Train/val/test loaders over `root`; `source` (e.g. the embedded generator) fills `root` first.
 
     `root` is resolved against the project directory when relative, so it names the same folder from
-    any working directory and inside Hydra's run directories.
+    any working directory and inside Hydra's run directories. conf/data/folder.yaml documents the keys.
     """
 
     def __init__(
         self,
         *,
         root: str | Path,
-        in_channels: int,
-        mean: list[float],
-        std: list[float],
+        in_channels: int | str = AUTO,
+        mean: Sequence[float] | str = AUTO,
+        std: Sequence[float] | str = AUTO,
+        mask_suffix: str = "",
+        mask: MaskPolicy | None = None,
+        split: Mapping | None = None,
+        train_resize=None,
+        pad_multiple: int = 32,
         batch_size: int = 16,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        cache: bool = True,
+        num_workers: int | str = 0,
+        cache: bool | str = AUTO,
         source=None,
         train_transform=None,
         label_noise=None,
@@ -43,15 +63,25 @@ class FolderDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.root = resolve_project_path(root)
-        self.in_channels = in_channels
-        self.mean, self.std = list(mean), list(std)
+        self.in_channels = _auto_or(in_channels, int, "data.in_channels")
+        self.mean = _auto_or(mean, list, "data.mean")
+        self.std = _auto_or(std, list, "data.std")
+        self.mask_suffix = mask_suffix
+        self.policy = mask or MaskPolicy()
+        self.split = dict(split or {})
+        self.pad_multiple = pad_multiple
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers = _worker_count(num_workers)
         self.cache = cache
         self.source = source
-        self.train_transform = train_transform
-        seed_augmentation(train_transform, seed)  # Compose(seed=...) alone would seed its transforms alike
+        # Training images: first given one size (train_resize), then augmented. Seeded per item by the sampler.
+        self.train_transform = (
+            train_transform
+            if train_resize is None
+            else A.Compose([train_resize, *([train_transform] if train_transform else [])])
+        )
+        seed_augmentation(self.train_transform, seed)  # Compose(seed=...) alone would seed its transforms alike
         self.label_noise = label_noise  # applied to training masks only: val and test measure the clean truth
         self.seed = seed  # training order and augmentation draws: see seg/data/sampler.py
         self.splits: dict[str, SegmentationFolder] = {}
@@ -67,17 +97,40 @@ class FolderDataModule(L.LightningDataModule):
             )
 
     def setup(self, stage: str | None = None) -> None:
-        for split in SPLITS:
-            if split not in self.splits:
-                self.splits[split] = SegmentationFolder(
-                    self.root / split,
-                    in_channels=self.in_channels,
-                    mean=self.mean,
-                    std=self.std,
-                    transform=self.train_transform if split == "train" else None,
-                    label_noise=self.label_noise if split == "train" else None,
-                    cache=self.cache,
+        if self.splits:  # train.build already did: the datasets serve fit, validate and test alike
+            return
+        pairs = find_splits(self.root, mask_suffix=self.mask_suffix, split=self.split)
+        everything = [pair for name in SPLITS for pair in pairs[name]]
+        records = scan(everything, workers=self.num_workers, label=self.root.name)
+        raise_problems(problems(everything, records, self.policy, self.in_channels), str(self.root))
+        if self.in_channels is None:
+            self.in_channels = channel_count(everything, records)
+        train_records = records[: len(pairs["train"])]
+        if self.mean is None or self.std is None:
+            mean, std = statistics(train_records)
+            self.mean = self.mean or mean
+            self.std = self.std or std
+            log.info("normalization measured on %d training images: mean %s, std %s", len(train_records), mean, std)
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != self.in_channels:
+                raise DataError(
+                    f"data.{key} has {len(values)} value(s) but the images have {self.in_channels} channel(s); give one per channel or set data.{key}=auto"
                 )
+        cache = decoded_bytes(records) <= CACHE_LIMIT if self.cache == AUTO else bool(self.cache)
+        for name in SPLITS:
+            self.splits[name] = SegmentationFolder(
+                pairs[name],
+                policy=self.policy,
+                mean=self.mean,
+                std=self.std,
+                transform=self.train_transform if name == "train" else None,
+                label_noise=self.label_noise if name == "train" else None,
+                cache=cache,
+            )
+
+    def resolved(self) -> dict:
+        """The values `auto` settled on (after setup): what a checkpoint's config must record to be reused."""
+        return {"in_channels": self.in_channels, "mean": list(self.mean), "std": list(self.std)}
 
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
         evaluation = evaluation_sampler(self.splits[split], self.trainer)  # None in one process; see sampler.py
@@ -92,6 +145,7 @@ class FolderDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=_seed_worker,
+            collate_fn=PadCollate(self.pad_multiple),  # any image size; padding is marked not valid
         )
 
     def _training_sampler(self, split: str, batch_size: int) -> EpochSampler | None:
@@ -109,10 +163,14 @@ class FolderDataModule(L.LightningDataModule):
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+        return self.eval_dataloader("test")
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """A split in file order at full size, `eval_batch_size` at a time (what validate, test and eval.py read)."""
+        return self._loader(split, shuffle=False, batch_size=self.eval_batch_size)
 
     def state_dict(self) -> dict[str, int]:
         # Saved in every checkpoint: a run resumed from it starts the training stream where this one stood.
@@ -121,6 +179,23 @@ class FolderDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume_position = dict(state_dict) or None
+
+
+def _auto_or(value, kind, key: str):
+    """None for `auto` (settled at setup), else the value as `kind`."""
+    if value == AUTO:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{key}={value!r}: expected auto or a {kind.__name__}") from None
+
+
+def _worker_count(num_workers: int | str) -> int:
+    """`auto`: a few loader processes, leaving a core for training; 0 on a 1-core machine."""
+    if num_workers == AUTO:
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return int(num_workers)
 
 
 def _seed_worker(worker_id: int) -> None:

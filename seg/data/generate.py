@@ -10,12 +10,10 @@ never touched.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import cv2
 
 from seg.data.synthetic import SyntheticStyle, generate_sample
 from seg.errors import DataError
+from seg.locking import locked
 
 GENERATOR_VERSION = 1  # bump when generate_sample changes its pictures: old folders are then regenerated
 SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}  # sample index ranges: splits never share one
@@ -66,7 +65,7 @@ class SyntheticSource:
         if self.is_complete(root):
             return
         root.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(root.parent / f".{root.name}.lock"):
+        with locked(root.parent / f".{root.name}.lock"):
             if self.is_complete(root):  # another job finished it while we waited
                 return
             if root.exists() and not (root / "manifest.json").exists():
@@ -92,13 +91,3 @@ class SyntheticSource:
                 cv2.imwrite(str(folder / split / "images" / name), image)
                 cv2.imwrite(str(folder / split / "masks" / name), mask * 255)  # 0/255: viewable, and accepted
         (folder / "manifest.json").write_text(json.dumps(self.manifest(), indent=2))
-
-
-@contextmanager
-def _locked(lock_path: Path):
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

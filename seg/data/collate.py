@@ -1,0 +1,59 @@
+"""Batching images of any size: pad to the batch's largest, rounded up to what the U-Net needs.
+
+A U-Net of depth d halves the resolution d times, so its input sides must be multiples of 2 ** d. Images
+are padded at the bottom and right by mirroring (the network sees more image, not a black frame), masks
+with background, and `valid` marks the original pixels: the heads' losses and the metrics count only
+those, so padding changes no score. A batch whose pixels all count carries no `valid` at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def pad_bottom_right(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, ...) -> (height, width, ...), mirrored at the bottom and right edges (any amount of padding)."""
+    pad = [(0, height - array.shape[0]), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, mode="symmetric") if any(after for _, after in pad) else array
+
+
+class PadCollate:
+    """collate_fn for items `{"image": (C, H, W), "mask": (1, H, W), "valid": (1, H, W) bool}` of any sizes."""
+
+    def __init__(self, multiple: int = 32) -> None:
+        self.multiple = multiple
+
+    def __call__(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        height = max(item["image"].shape[1] for item in items)
+        width = max(item["image"].shape[2] for item in items)
+        height, width = padded_size(height, width, self.multiple)
+        images, masks, valids = [], [], []
+        for item in items:
+            images.append(_pad_mirrored(item["image"], height, width))
+            masks.append(_pad_constant(item["mask"], height, width, 0.0))
+            valids.append(_pad_constant(item["valid"], height, width, False))
+        valid = torch.stack(valids)
+        batch = {"image": torch.stack(images), "mask": torch.stack(masks)}
+        if not bool(valid.all()):
+            batch["valid"] = valid
+        return batch
+
+
+def _pad_mirrored(image: Tensor, height: int, width: int) -> Tensor:
+    if tuple(image.shape[1:]) == (height, width):
+        return image
+    padded = pad_bottom_right(image.numpy().transpose(1, 2, 0), height, width)  # (H, W, C)
+    return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
+
+
+def _pad_constant(tensor: Tensor, height: int, width: int, value) -> Tensor:
+    h, w = tensor.shape[-2:]
+    if (h, w) == (height, width):
+        return tensor
+    return torch.nn.functional.pad(tensor, (0, width - w, 0, height - h), value=value)

@@ -1,0 +1,56 @@
+"""Carvana (Kaggle carvana-image-masking-challenge): train.zip -> train/<car>_<NN>.jpg (1918x1280) and
+train_masks.zip -> train_masks/<car>_<NN>_mask.gif. The test set has no masks and is not used.
+
+Each car is photographed from 16 angles: a split by image would put views of the same car in train and
+test. So the split is made here, by car, with a fixed seed (SPLIT below), and written as train/val/test;
+the data module then uses it as it is. Images are copied; the GIF masks (which OpenCV cannot read) become
+0/255 PNGs named by the image's stem.
+"""
+
+from __future__ import annotations
+
+import random
+
+from seg.prepare.common import Dataset, Job, Plan, Source, gif_to_png, pair_jobs
+
+SPLIT = {"val": 0.1, "test": 0.1, "seed": 0}  # fractions of the cars (not of the images); the rest is train
+
+
+def car_splits(cars: list[str]) -> dict[str, str]:
+    """car id -> split: a seeded shuffle of the sorted ids, cut by SPLIT's fractions."""
+    order = sorted(cars)
+    random.Random(SPLIT["seed"]).shuffle(order)
+    at_least = 1 if len(order) >= 3 else 0  # a handful of cars still gets a val and a test car
+    n_val, n_test = (max(at_least, round(len(order) * SPLIT[split])) for split in ("val", "test"))
+    return {car: "val" if i < n_val else "test" if i < n_val + n_test else "train" for i, car in enumerate(order)}
+
+
+def plan(source: Source) -> Plan:
+    images = {match[1]: m for match, m in source.matching(r"train/(([0-9a-f]+)_\d+)\.jpg")}
+    masks = {match[1]: m for match, m in source.matching(r"train_masks/(([0-9a-f]+)_\d+)_mask\.gif")}
+    stems = sorted(images.keys() & masks.keys())
+    if not stems:
+        raise source.layout_error(
+            "Carvana", "train/<car>_<NN>.jpg (train.zip) and train_masks/<car>_<NN>_mask.gif (train_masks.zip)"
+        )
+    warnings = [f"{images[s].path}: no mask, skipped" for s in sorted(images.keys() - masks.keys())]
+    warnings += [f"{masks[s].path}: no image, skipped" for s in sorted(masks.keys() - images.keys())]
+    split_of = car_splits(sorted({stem.rsplit("_", 1)[0] for stem in stems}))
+    jobs: list[Job] = []
+    counts = dict.fromkeys(("train", "val", "test"), 0)
+    for stem in stems:
+        split = split_of[stem.rsplit("_", 1)[0]]
+        mask = Job(f"{stem}.png", [masks[stem]], convert=gif_to_png(masks[stem].path))
+        jobs += pair_jobs(split, Job(images[stem].name, [images[stem]]), mask)
+        counts[split] += 1
+    cars = {split: sum(1 for s in split_of.values() if s == split) for split in counts}
+    return Plan(jobs, counts=counts, notes={"split_by_car": {**SPLIT, "cars": cars}}, warnings=warnings)
+
+
+DATASET = Dataset(
+    name="carvana",
+    title="Carvana image masking (cars, 5,088 images of 318 cars)",
+    download="https://www.kaggle.com/c/carvana-image-masking-challenge/data",
+    archives=r"train(_masks)?\.zip",
+    plan=plan,
+)

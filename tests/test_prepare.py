@@ -1,0 +1,399 @@
+"""scripts/prepare.py on tiny fake archives in each dataset's distributed layout (a few images of a few pixels)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import cv2
+import hydra
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seg.data.masks import IGNORE
+from seg.errors import DataError, UserError
+from seg.paths import PROJECT_DIR
+from seg.prepare import DATASETS, prepare
+from tests.conftest import compose_config, tiny_overrides
+
+RNG = np.random.default_rng(0)
+
+
+# ---- fake files and archives ----------------------------------------------------------------------------
+
+
+def encoded(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def rgb(h: int = 6, w: int = 8) -> np.ndarray:
+    return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def jpg(h: int = 6, w: int = 8) -> bytes:
+    return encoded(rgb(h, w), "JPEG")
+
+
+def binary(h: int = 6, w: int = 8) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[1 : h - 1, 2 : w - 2] = 255
+    return mask
+
+
+def palette_gif(mask: np.ndarray) -> bytes:
+    """Like Carvana's masks: palette indices 0/1, coloured black/white."""
+    image = Image.fromarray(mask.astype(np.uint8), mode="P")
+    image.putpalette([0, 0, 0, 255, 255, 255])
+    buffer = io.BytesIO()
+    image.save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def make_zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def make_tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def extract(files: dict[str, bytes], folder: Path) -> Path:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def fingerprint(*paths: Path) -> dict[str, tuple[str, int]]:
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*"))) if f.is_file()]
+    return {str(f): (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mtime_ns) for f in files}
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def read(path: Path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+# ---- the layouts ------------------------------------------------------------------------------------------
+
+
+def oxford_files() -> tuple[dict[str, bytes], dict[str, bytes]]:
+    trimap = np.full((6, 8), 2, np.uint8)
+    trimap[2:4, 2:6] = 1
+    trimap[1, 1:7] = 3
+    stems = ["Abyssinian_1", "Abyssinian_2", "Bombay_1", "Bombay_2", "Egyptian_Mau_1", "Egyptian_Mau_2"]
+    images = {f"images/{s}.jpg": jpg() for s in stems}
+    images["images/Bombay_2.jpg"] = encoded(rgb()[:, :, 0], "JPEG")  # a grey JPEG
+    images["images/Egyptian_Mau_1.jpg"] = encoded(np.dstack([rgb(), binary()]), "PNG")  # PNG data with alpha
+    images["images/Egyptian_Mau_2.jpg"] = encoded(rgb(), "GIF")  # GIF data: OpenCV cannot read it
+    images["images/Bombay_3.jpg"] = b"\xff\xd8 truncated"  # not decodable: skipped with a warning
+    images["images/Abyssinian_9.jpg"] = jpg()  # in no list: not written
+    images["images/Abyssinian_1.mat"] = b"MATLAB 5.0"
+    annotations = {f"annotations/trimaps/{s}.png": encoded(trimap, "PNG") for s in [*stems, "Bombay_3"]}
+    annotations["annotations/trimaps/._Abyssinian_1.png"] = b"\x00\x05\x16\x07 macOS junk"
+    annotations["annotations/xmls/Abyssinian_1.xml"] = b"<annotation/>"
+    annotations["annotations/trainval.txt"] = (
+        b"Abyssinian_1 1 1 1\nBombay_1 4 1 1\nBombay_2 4 1 1\nEgyptian_Mau_1 12 1 1\nBombay_3 4 1 1\n"
+    )
+    annotations["annotations/test.txt"] = b"Abyssinian_2 1 1 1\nEgyptian_Mau_2 12 1 1\n"
+    return images, annotations
+
+
+def test_oxford_pet_from_archives(tmp_path):
+    images, annotations = oxford_files()
+    src = [make_tar(tmp_path / "images.tar.gz", images), make_tar(tmp_path / "annotations.tar.gz", annotations)]
+    before = fingerprint(*src)
+    manifest = prepare("oxford_pet", src, tmp_path / "out", progress=False)
+
+    out = tmp_path / "out"
+    assert manifest["counts"] == {"train": 4, "test": 2}
+    assert names(out / "train" / "images") == ["Abyssinian_1.jpg", "Bombay_1.jpg", "Bombay_2.png", "Egyptian_Mau_1.png"]
+    assert names(out / "test" / "images") == ["Abyssinian_2.jpg", "Egyptian_Mau_2.png"]
+    assert names(out / "train" / "masks") == ["Abyssinian_1.png", "Bombay_1.png", "Bombay_2.png", "Egyptian_Mau_1.png"]
+    assert len(manifest["converted_to_rgb_png"]) == 3
+    assert manifest["warnings"] == ["images/Bombay_3.jpg: not an image Pillow can read, skipped"]
+    for image in (out / "train" / "images").iterdir():
+        assert read(image).shape == (6, 8, 3), image.name  # every image 3 channels, readable by OpenCV
+    assert set(np.unique(read(out / "train" / "masks" / "Bombay_1.png"))) == {1, 2, 3}  # trimaps as they were
+    assert fingerprint(*src) == before
+
+
+def test_oxford_pet_from_extracted_folders(tmp_path):
+    images, annotations = oxford_files()
+    downloads = tmp_path / "downloads"
+    extract({**images, **annotations}, downloads)
+    prepare("oxford_pet", [downloads], tmp_path / "out", progress=False)
+    assert names(tmp_path / "out" / "train" / "masks") == [
+        "Abyssinian_1.png",
+        "Bombay_1.png",
+        "Bombay_2.png",
+        "Egyptian_Mau_1.png",
+    ]  # the macOS "._" file is not among them
+
+
+def kvasir_files() -> dict[str, bytes]:
+    files = {"Kvasir-SEG/kavsir_bboxes.json": b"{}"}
+    for stem in ("cju0qkwl35piu0993l0dewei2", "cju0qoxqj9q6s0835b43399p4", "cju0roawvklrq0799vmjorwfv"):
+        files[f"Kvasir-SEG/images/{stem}.jpg"] = jpg()
+        files[f"Kvasir-SEG/masks/{stem}.jpg"] = encoded(binary(), "JPEG")
+    return files
+
+
+def test_kvasir_seg_zip_and_folder_give_the_same_dataset(tmp_path):
+    files = kvasir_files()
+    archive = make_zip(tmp_path / "kvasir-seg.zip", files)
+    folder = extract(files, tmp_path / "extracted") / "Kvasir-SEG"
+    before = fingerprint(archive, folder)
+    manifest = prepare("kvasir_seg", [archive], tmp_path / "from_zip", progress=False)
+    prepare("kvasir_seg", [folder], tmp_path / "from_folder", progress=False)
+
+    assert manifest["counts"] == {"all": 3} and manifest["layout"] == "flat"
+    for out in (tmp_path / "from_zip", tmp_path / "from_folder"):
+        assert names(out) == ["images", "masks", "prepared.json"]
+        assert (
+            names(out / "images") == names(out / "masks") == sorted(n.split("/")[-1] for n in files if "/images/" in n)
+        )
+    image = "cju0qkwl35piu0993l0dewei2.jpg"
+    assert (tmp_path / "from_zip" / "images" / image).read_bytes() == (folder / "images" / image).read_bytes()  # copied
+    assert fingerprint(archive, folder) == before
+
+
+def isic_files(split: str, stems: list[str], size: tuple[int, int] = (6, 8)) -> tuple[dict, dict]:
+    inputs = {f"ISIC2018_Task1-2_{split}_Input/{s}.jpg": jpg(*size) for s in stems}
+    inputs[f"ISIC2018_Task1-2_{split}_Input/ATTRIBUTION.txt"] = b"..."
+    inputs[f"ISIC2018_Task1-2_{split}_Input/LICENSE.txt"] = b"..."
+    truths = {f"ISIC2018_Task1_{split}_GroundTruth/{s}_segmentation.png": encoded(binary(*size), "PNG") for s in stems}
+    return inputs, truths
+
+
+def test_isic2018_folder_of_zips_keeps_suffix_and_missing_split(tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    for split, stems in {
+        "Training": ["ISIC_0000000", "ISIC_0000001", "ISIC_0000003"],
+        "Validation": ["ISIC_0012255"],
+    }.items():
+        inputs, truths = isic_files(split, stems, size=(30, 40))
+        make_zip(downloads / f"ISIC2018_Task1-2_{split}_Input.zip", inputs)
+        make_zip(downloads / f"ISIC2018_Task1_{split}_GroundTruth.zip", truths)
+    (downloads / "unrelated.zip").write_bytes(b"not a zip: never opened")
+    manifest = prepare("isic2018", [downloads], tmp_path / "out", max_side=16, progress=False)
+
+    out = tmp_path / "out"
+    assert manifest["counts"] == {"train": 3, "val": 1}
+    assert not (out / "test").exists()
+    assert names(out / "val" / "images") == ["ISIC_0012255.jpg"]
+    assert names(out / "val" / "masks") == ["ISIC_0012255_segmentation.png"]
+    mask = read(out / "train" / "masks" / "ISIC_0000001_segmentation.png")
+    assert mask.shape == read(out / "train" / "images" / "ISIC_0000001.jpg").shape[:2] == (12, 16)  # shrunk alike
+    assert set(np.unique(mask)) == {0, 255}  # nearest: no in-between values
+
+
+def test_carvana_split_groups_the_views_of_a_car(tmp_path):
+    cars = [f"{i:03x}5bc0ffee" for i in range(6)]
+    images, masks = {"train_masks.csv": b"img,rle_mask\n"}, {}
+    for car in cars:
+        for view in ("01", "02", "16"):
+            images[f"train/{car}_{view}.jpg"] = jpg()
+            masks[f"train_masks/{car}_{view}_mask.gif"] = palette_gif(binary() > 0)
+    src = [make_zip(tmp_path / "train.zip", images), make_zip(tmp_path / "train_masks.zip", masks)]
+    manifest = prepare("carvana", src, tmp_path / "out", progress=False)
+
+    out = tmp_path / "out"
+    assert sum(manifest["counts"].values()) == 18 and all(manifest["counts"][s] > 0 for s in ("train", "val", "test"))
+    cars_in = {
+        split: {p.stem.rsplit("_", 1)[0] for p in (out / split / "images").iterdir()} for split in manifest["counts"]
+    }
+    assert not (
+        cars_in["train"] & cars_in["val"] or cars_in["train"] & cars_in["test"] or cars_in["val"] & cars_in["test"]
+    )
+    for split in cars_in:
+        assert [p.stem for p in sorted((out / split / "images").iterdir())] == [
+            p.stem for p in sorted((out / split / "masks").iterdir())
+        ]
+    mask = read(next((out / "train" / "masks").iterdir()))
+    np.testing.assert_array_equal(mask, binary())  # GIF palette indices 0/1 -> PNG 0/255
+
+
+def drive_files(*, test_labels: bool) -> tuple[dict[str, bytes], np.ndarray, np.ndarray]:
+    manual, fov = np.zeros((6, 8), np.uint8), np.zeros((6, 8), np.uint8)
+    manual[:, 3] = 255  # a vertical vessel, partly outside the field of view
+    fov[1:5, 1:7] = 255
+    files = {}
+    for split, numbers in {"training": ["21", "22", "23"], "test": ["01", "02"]}.items():
+        for n in numbers:
+            files[f"DRIVE/{split}/images/{n}_{split}.tif"] = encoded(rgb(), "TIFF")
+            files[f"DRIVE/{split}/mask/{n}_{split}_mask.gif"] = encoded(fov, "GIF")
+            if split == "training" or test_labels:
+                files[f"DRIVE/{split}/1st_manual/{n}_manual1.gif"] = encoded(manual, "GIF")
+    return files, manual, fov
+
+
+def test_drive_masks_mark_the_field_of_view(tmp_path):
+    files, manual, fov = drive_files(test_labels=False)
+    manifest = prepare("drive", [make_zip(tmp_path / "DRIVE.zip", files)], tmp_path / "out", progress=False)
+
+    out = tmp_path / "out"
+    assert manifest["counts"] == {"train": 3} and not (out / "test").exists()  # no test labels in this copy
+    assert names(out / "train" / "images") == ["21_training.tif", "22_training.tif", "23_training.tif"]
+    assert names(out / "train" / "masks") == ["21_training.png", "22_training.png", "23_training.png"]
+    expected = np.where(fov > 0, np.where(manual > 0, 255, 0), 128)
+    np.testing.assert_array_equal(read(out / "train" / "masks" / "21_training.png"), expected)
+    assert read(out / "train" / "images" / "21_training.tif").shape == (6, 8, 3)
+
+
+def test_drive_with_test_labels_writes_test(tmp_path):
+    files, _, _ = drive_files(test_labels=True)
+    manifest = prepare("drive", [extract(files, tmp_path / "src") / "DRIVE"], tmp_path / "out", progress=False)
+    assert manifest["counts"] == {"train": 3, "test": 2}
+
+
+# ---- refusals ---------------------------------------------------------------------------------------------
+
+
+def test_non_empty_out_is_refused_and_left_alone(tmp_path):
+    archive = make_zip(tmp_path / "kvasir-seg.zip", kvasir_files())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(UserError, match="already exists and is not empty; choose another --out or remove it"):
+        prepare("kvasir_seg", [archive], out, progress=False)
+    assert names(out) == ["mine.txt"]
+    prepare("kvasir_seg", [archive], tmp_path / "empty_is_fine", progress=False)
+
+
+def test_wrong_layout_says_what_was_expected_and_found(tmp_path):
+    files, _, _ = drive_files(test_labels=False)
+    archive = make_zip(tmp_path / "DRIVE.zip", files)
+    with pytest.raises(
+        DataError, match=r"not the Kvasir-SEG layout: expected Kvasir-SEG/images/\*\.jpg.*found DRIVE/ \(13 files\)"
+    ):
+        prepare("kvasir_seg", [archive], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_damaged_archive_and_missing_source(tmp_path):
+    good = make_zip(tmp_path / "good.zip", kvasir_files()).read_bytes()
+    (tmp_path / "kvasir-seg.zip").write_bytes(good[: len(good) // 2])  # an interrupted download
+    with pytest.raises(DataError, match="kvasir-seg.zip: cannot read this archive .*download it again"):
+        prepare("kvasir_seg", [tmp_path / "kvasir-seg.zip"], tmp_path / "out", progress=False)
+    with pytest.raises(UserError, match="no such file or folder"):
+        prepare("kvasir_seg", [tmp_path / "nowhere.zip"], tmp_path / "out", progress=False)
+
+
+def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    files, _, _ = drive_files(test_labels=False)
+    files["DRIVE/training/1st_manual/23_manual1.gif"] = b"GIF89a damaged"
+    with pytest.raises(DataError, match="23_manual1.gif: cannot decode this image"):
+        prepare("drive", [make_zip(tmp_path / "DRIVE.zip", files)], tmp_path / "data" / "drive", progress=False)
+    assert names(tmp_path / "data") == []  # neither the output nor its temporary folder
+
+
+def test_cli_writes_and_fails_in_one_line(tmp_path):
+    script = PROJECT_DIR / "scripts" / "prepare.py"
+    archive = make_zip(tmp_path / "kvasir-seg.zip", kvasir_files())
+    ok = subprocess.run(
+        [sys.executable, script, "kvasir_seg", "--src", archive, "--out", tmp_path / "out", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "wrote" in ok.stdout and "python train.py data=kvasir_seg" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, script, "drive", "--src", archive, "--out", tmp_path / "out2"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    assert "not the DRIVE layout" in bad.stderr
+
+
+# ---- presets ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_preset_composes_and_its_train_resize_fits_the_policy(name):
+    data = compose_config([f"data={name}"]).data
+    assert data.root == f"data/{name}"
+    assert data._target_ == "seg.data.datamodule.FolderDataModule"
+    assert set(data.mask) == {"_target_", "foreground", "background", "ignore", "threshold"}
+    transform = hydra.utils.instantiate(data.train_resize)
+    height, width = data.train_resize.height, data.train_resize.width
+    small = data.train_resize.get("pad_if_needed", False)  # then images smaller than the crop are padded
+    shape = (height // 2, width + 10) if small else (height + 10, width + 10)
+    # the loader decodes masks with the policy first (0 background, 1 foreground, IGNORE), then crops
+    policy = hydra.utils.instantiate(data.mask)
+    stored = 0 if data.mask.threshold is not None else data.mask.background[0]  # an all-background mask
+    decoded = policy.decode(np.full(shape, stored, np.uint8), "mask")
+    result = transform(image=np.zeros((*shape, 3), np.uint8), mask=decoded)
+    assert result["image"].shape == (height, width, 3)
+    values = set(np.unique(result["mask"]).tolist())
+    # padding is never foreground: background, or ignored where the dataset has ignored pixels anyway
+    assert values <= ({0, IGNORE} if data.mask.ignore else {0})
+    assert (IGNORE in values) == (small and bool(data.mask.ignore))
+
+
+def test_help_lists_every_dataset_with_its_download_page(capsys):
+    sys.path.insert(0, str(PROJECT_DIR / "scripts"))
+    try:
+        import prepare as script
+    finally:
+        sys.path.remove(str(PROJECT_DIR / "scripts"))
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for dataset in DATASETS.values():
+        assert f"{dataset.name:<11} {dataset.title}: {dataset.download}" in text
+
+
+# ---- prepared datasets train ------------------------------------------------------------------------------
+
+
+def prepared(name: str, tmp_path: Path) -> Path:
+    if name == "oxford_pet":
+        images, annotations = oxford_files()
+        src = [make_tar(tmp_path / "images.tar.gz", images), make_tar(tmp_path / "annotations.tar.gz", annotations)]
+    else:
+        src = [make_zip(tmp_path / "DRIVE.zip", drive_files(test_labels=True)[0])]
+    prepare(name, src, tmp_path / name, progress=False)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["oxford_pet", "drive"])
+def test_a_prepared_dataset_trains_with_its_preset_and_ignores_what_the_policy_ignores(tmp_path, name):
+    from seg.train import build, train
+
+    root = prepared(name, tmp_path)
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("data.")]
+    cfg = compose_config(
+        [*overrides, f"data={name}", f"data.root={root}", "data.batch_size=2", "data.split.val=0.34",
+         "data.train_resize.height=32", "data.train_resize.width=32", "trainer.max_epochs=1"]
+    )
+    _, datamodule, _ = build(cfg.copy())
+    batch = next(iter(datamodule.val_dataloader()))
+    stored = read(datamodule.splits["val"].pairs[0][1])  # trimap 3 / DRIVE 128: ignored, like the padding
+    ignored = {"oxford_pet": 3, "drive": 128}[name]
+    assert torch.equal(batch["valid"][0, 0, :6, :8], torch.from_numpy(stored != ignored))
+    assert not batch["valid"][0, 0, 6:].any()  # 6 x 8 images padded to 32 x 32
+    summary = train(cfg)
+    assert cfg.data.in_channels == 3 and 0.0 <= summary["test/iou"] <= 1.0
