@@ -103,10 +103,10 @@ def bench_config(args: argparse.Namespace, tmp: Path):
         overrides.append(f"trainer.precision={args.precision}")
     if args.quiet_trainer:
         overrides += [
-            "logger=null",
+            "~logger",
             "~callbacks",
-            "trainer.enable_checkpointing=false",
-            "trainer.enable_progress_bar=false",
+            "+trainer.enable_checkpointing=false",
+            "+trainer.enable_progress_bar=false",
         ]
     with initialize_config_dir(config_dir=str(PROJECT_DIR / "conf"), version_base="1.3"):
         return compose(config_name="train", overrides=overrides + list(args.overrides))
