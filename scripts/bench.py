@@ -55,6 +55,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = bench_config(args, Path(tmp))
+        epoch = len(training_loader(cfg))
+        if args.warmup + args.steps > epoch:  # past an epoch the Trainer would validate and checkpoint in the timing
+            parser.error(f"--warmup + --steps = {args.warmup + args.steps} is more than one epoch ({epoch} batches); use fewer steps")
         results = {"bare": [], "project": [], "loader": []}
         for repeat in range(args.repeats):
             results["bare"].append(bare_steps_per_s(cfg, args))
