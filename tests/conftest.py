@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,15 @@ def logged_rows(run_dir: Path) -> list[dict[str, str]]:
     """The CSV logger's rows (`epoch`, `step` and one column per metric, empty where not logged in that row)."""
     with open(run_dir / "csv" / "metrics.csv") as handle:
         return list(csv.DictReader(handle))
+
+
+def run_cli(*args: str, cwd: Path = PROJECT_DIR, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in a subprocess, as a user runs it (exit status, stderr); `env` adds variables."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "train.py"), *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

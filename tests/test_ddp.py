@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,10 +21,10 @@ from hydra.types import RunMode
 
 from seg.data.sampler import evaluation_sampler
 from seg.errors import UserError
-from seg.paths import PROJECT_DIR
 from seg.rundir import register_resolvers
 from seg.train import build, refuse_ddp_in_multirun
 from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import run_cli as run_train
 
 SPLIT = 15  # odd: not divisible by 2 processes x 4 images
 
@@ -56,15 +55,7 @@ def test_evaluation_shards_cover_the_split_once(world_size):
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_train(*args, cwd=cwd, timeout=300, OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from seg.data.masks import IGNORE, MaskPolicy
 from seg.errors import DataError
 from seg.heads import SigmoidBCE, TanhMSE
 from seg.metrics import as_metric_input, segmentation_metrics
-from tests.conftest import compose_config, tiny_overrides
+from tests.conftest import compose_config, run_cli, tiny_overrides
 
 
 def picture(index: int, height: int = 24, width: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -365,18 +365,9 @@ def test_relative_root_is_taken_from_the_project_folder(monkeypatch, tmp_path):
 
 
 def test_bad_data_stops_train_py_with_one_line_and_no_traceback(tmp_path):
-    import subprocess
-    import sys
-
     root = split_dataset(tmp_path / "ds")
     cv2.imwrite(str(root / "val/masks/img_102.png"), np.full((24, 32), 9, np.uint8))
-    result = subprocess.run(
-        [sys.executable, "train.py", "data=folder", f"data.root={root}", f"paths.output_dir={tmp_path / 'run'}"],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("data=folder", f"data.root={root}", f"paths.output_dir={tmp_path / 'run'}", timeout=120)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "img_102.png: mask values {9} are outside the mask policy" in result.stderr

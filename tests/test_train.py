@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from seg.errors import UserError
-from seg.paths import PROJECT_DIR
 from seg.train import optimized_value, train
-from tests.conftest import head_names, tiny_overrides
+from tests.conftest import head_names, run_cli, tiny_overrides
 
 
 def epoch_losses(run_dir: Path) -> list[float]:
@@ -67,18 +63,6 @@ def test_optimized_metric_must_exist():
     assert optimized_value(summary, "val/iou") == 0.5
     with pytest.raises(UserError, match="optimized_metric='val/iuo' is not a metric"):
         optimized_value(summary, "val/iuo")
-
-
-def run_cli(*args: str, cwd: Path = PROJECT_DIR) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_unknown_head_lists_the_choices(tmp_path):

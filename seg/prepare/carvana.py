@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from seg.prepare.common import Dataset, Job, Plan, Source, gif_to_png, pair_jobs
+from seg.prepare.common import Dataset, Job, Plan, Source, gif_to_png, pair_jobs, paired_stems
 
 SPLIT = {"val": 0.1, "test": 0.1, "seed": 0}  # fractions of the cars (not of the images); the rest is train
 
@@ -28,13 +28,13 @@ def car_splits(cars: list[str]) -> dict[str, str]:
 def plan(source: Source) -> Plan:
     images = {match[1]: m for match, m in source.matching(r"train/(([0-9a-f]+)_\d+)\.jpg")}
     masks = {match[1]: m for match, m in source.matching(r"train_masks/(([0-9a-f]+)_\d+)_mask\.gif")}
-    stems = sorted(images.keys() & masks.keys())
-    if not stems:
-        raise source.layout_error(
-            "Carvana", "train/<car>_<NN>.jpg (train.zip) and train_masks/<car>_<NN>_mask.gif (train_masks.zip)"
-        )
-    warnings = [f"{images[s].path}: no mask, skipped" for s in sorted(images.keys() - masks.keys())]
-    warnings += [f"{masks[s].path}: no image, skipped" for s in sorted(masks.keys() - images.keys())]
+    stems, warnings = paired_stems(
+        source,
+        images,
+        masks,
+        "Carvana",
+        "train/<car>_<NN>.jpg (train.zip) and train_masks/<car>_<NN>_mask.gif (train_masks.zip)",
+    )
     split_of = car_splits(sorted({stem.rsplit("_", 1)[0] for stem in stems}))
     jobs: list[Job] = []
     counts = dict.fromkeys(("train", "val", "test"), 0)

@@ -225,6 +225,16 @@ class Dataset:
     max_side: int | None = None  # default of --max-side
 
 
+def paired_stems(source: Source, images: dict, masks: dict, title: str, expected: str) -> tuple[list[str], list[str]]:
+    """(stems with both an image and a mask, one warning per file without its partner); none paired is a layout error."""
+    stems = sorted(images.keys() & masks.keys())
+    if not stems:
+        raise source.layout_error(title, expected)
+    warnings = [f"{images[s].path}: no mask, skipped" for s in sorted(images.keys() - masks.keys())]
+    warnings += [f"{masks[s].path}: no image, skipped" for s in sorted(masks.keys() - images.keys())]
+    return stems, warnings
+
+
 def pair_jobs(split: str | None, image: Job, mask: Job) -> list[Job]:
     """The two jobs of an image/mask pair, placed in `split/` (None: the images/ + masks/ layout)."""
     prefix = f"{split}/" if split else ""

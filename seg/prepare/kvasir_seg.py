@@ -7,7 +7,7 @@ thresholds them at 128 instead of listing values.
 
 from __future__ import annotations
 
-from seg.prepare.common import Dataset, Job, Plan, Source, pair_jobs
+from seg.prepare.common import Dataset, Job, Plan, Source, pair_jobs, paired_stems
 
 IMAGE_SUFFIX = r"\.(?:jpe?g|png)"
 
@@ -15,13 +15,9 @@ IMAGE_SUFFIX = r"\.(?:jpe?g|png)"
 def plan(source: Source) -> Plan:
     images = {m.stem: m for _, m in source.matching(rf"images/[^/]+{IMAGE_SUFFIX}")}
     masks = {m.stem: m for _, m in source.matching(rf"masks/[^/]+{IMAGE_SUFFIX}")}
-    stems = sorted(images.keys() & masks.keys())
-    if not stems:
-        raise source.layout_error(
-            "Kvasir-SEG", "Kvasir-SEG/images/*.jpg and Kvasir-SEG/masks/*.jpg with the same names"
-        )
-    warnings = [f"{images[s].path}: no mask, skipped" for s in sorted(images.keys() - masks.keys())]
-    warnings += [f"{masks[s].path}: no image, skipped" for s in sorted(masks.keys() - images.keys())]
+    stems, warnings = paired_stems(
+        source, images, masks, "Kvasir-SEG", "Kvasir-SEG/images/*.jpg and Kvasir-SEG/masks/*.jpg with the same names"
+    )
     jobs = [
         job for s in stems for job in pair_jobs(None, Job(images[s].name, [images[s]]), Job(masks[s].name, [masks[s]]))
     ]
