@@ -30,11 +30,10 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 from seg.cli import quiet_library_noise
 from seg.paths import PROJECT_DIR
-from seg.train import apply_network_settings, build
+from seg.train import apply_network_settings, build, build_data
 
 DEFAULT_SIZE = 64  # conf/data/synthetic.yaml
 
@@ -57,7 +56,9 @@ def main() -> None:
         cfg = bench_config(args, Path(tmp))
         epoch = len(training_loader(cfg))
         if args.warmup + args.steps > epoch:  # past an epoch the Trainer would validate and checkpoint in the timing
-            parser.error(f"--warmup + --steps = {args.warmup + args.steps} is more than one epoch ({epoch} batches); use fewer steps")
+            parser.error(
+                f"--warmup + --steps = {args.warmup + args.steps} is more than one epoch ({epoch} batches); use fewer steps"
+            )
         results = {"bare": [], "project": [], "loader": []}
         for repeat in range(args.repeats):
             results["bare"].append(bare_steps_per_s(cfg, args))
@@ -116,13 +117,7 @@ def bench_config(args: argparse.Namespace, tmp: Path):
 
 
 def training_loader(cfg):
-    augment = instantiate(cfg.augment) if cfg.get("augment") else None
-    datamodule = instantiate(cfg.data, train_transform=augment, seed=cfg.seed)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    with open_dict(cfg):
-        cfg.data.update(datamodule.resolved())  # `auto` channels and normalization, settled as train.build does
-    return datamodule.train_dataloader()
+    return build_data(cfg).train_dataloader()  # as train.build sets the data up (auto values settled into cfg)
 
 
 def bare_steps_per_s(cfg, args: argparse.Namespace) -> float:

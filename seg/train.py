@@ -35,14 +35,7 @@ NETWORK_SETTINGS = ("channels_last", "compile")  # keys of conf/trainer/ that ar
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
     """Instantiate module, data and trainer from a composed config; nothing runs yet."""
     head = instantiate(cfg.head)
-    augment = instantiate(cfg.augment) if cfg.get("augment") else None
-    datamodule = instantiate(cfg.data, train_transform=augment, seed=cfg.seed)
-    # The validation pass runs here, before the model exists: bad data stops the run before anything trains,
-    # and `auto` channels/normalization are settled and written into the config (so checkpoints record them).
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    with open_dict(cfg):
-        cfg.data.update(datamodule.resolved())
+    datamodule = build_data(cfg)
     net = instantiate(cfg.model, classes=head.out_channels)  # the head says how many channels it needs
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     config = OmegaConf.to_container(cfg, resolve=True)  # stored in each checkpoint: seg/checkpoint.py
@@ -57,6 +50,21 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     trainer = instantiate(trainer_args, logger=loggers or False, callbacks=callbacks)
     apply_network_settings(module.net, cfg.trainer)
     return module, datamodule, trainer
+
+
+def build_data(cfg: DictConfig) -> L.LightningDataModule:
+    """The datamodule, set up: its validation pass has run and its `auto` values are written into `cfg.data`.
+
+    Called before the model exists: bad data stops the run before anything trains, the network gets the settled
+    channel count, and checkpoints (which store the config) record the settled channels and normalization.
+    """
+    augment = instantiate(cfg.augment) if cfg.get("augment") else None
+    datamodule = instantiate(cfg.data, train_transform=augment, seed=cfg.seed)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.data.update(datamodule.resolved())
+    return datamodule
 
 
 def apply_network_settings(net: torch.nn.Module, settings: DictConfig) -> None:

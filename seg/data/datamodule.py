@@ -149,8 +149,7 @@ class FolderDataModule(L.LightningDataModule):
         )
 
     def _training_sampler(self, split: str, batch_size: int) -> EpochSampler | None:
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.world_size > 1:
+        if self.trainer is not None and self.trainer.world_size > 1:
             # Under DDP, Lightning shards the data with its DistributedSampler (shuffle=True): order and
             # augmentation are then seeded per epoch and worker, reproducible but not resumable mid-epoch.
             return None
@@ -174,8 +173,7 @@ class FolderDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, int]:
         # Saved in every checkpoint: a run resumed from it starts the training stream where this one stood.
-        trainer = getattr(self, "trainer", None)
-        return stream_position(trainer) if trainer is not None and trainer.state.fn == "fit" else {}
+        return stream_position(self.trainer) if self.trainer is not None and self.trainer.state.fn == "fit" else {}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume_position = dict(state_dict) or None
