@@ -2,7 +2,7 @@
 
 The U-Net ends in raw logits `z` (no activation) and knows nothing of heads; everything that differs
 between "sigmoid + BCE" and "tanh + MSE" lives here. The math and the facts the tests check are in
-HEADS.md (project's shared docs) and README "Heads".
+README "Heads".
 
 Decision rule, shared by every head: a pixel is foreground when `probability(z) >= 0.5`. For every
 one-channel head below that is `z >= 0` (sigmoid(0) = (tanh(0) + 1) / 2 = 0.5), and for `softmax_ce` it is
@@ -11,7 +11,9 @@ one-channel head below that is `z >= 0` (sigmoid(0) = (tanh(0) + 1) / 2 = 0.5), 
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +24,45 @@ from torch import Tensor
 IGNORE_TARGET = -1  # the target value smp's losses are built to skip (ignore_index)
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def in_float32(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run a head's `loss` or `probability` in float32 with autocast off, whatever the caller's precision.
+
+    Under bf16 mixed precision the network's logits are bf16, and bf16 rounds tanh(z) to exactly +-1 beyond
+    |z| ~ 3.5: tanh_mse's small gradient for a confidently wrong pixel would become exactly 0, a dead zone that
+    fp32 training does not have. The head's few element-wise ops cost nothing next to the network, so they run
+    in fp32; the gradient flows back through the cast in the network's dtype. float64 stays float64 (tests).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, logits: Tensor, *args, **kwargs) -> Tensor:
+        with torch.autocast(logits.device.type, enabled=False):
+            full = logits.float() if logits.dtype in LOW_PRECISION else logits
+            return method(self, full, *args, **kwargs)
+
+    wrapper.in_float32 = True
+    return wrapper
+
+
 class Head(ABC):
     """A loss and a probability for a logit map.
 
     logits: (B, out_channels, H, W) raw network output; mask: (B, 1, H, W) float in {0, 1};
     valid: (B, 1, H, W) bool or None (all valid): pixels that count. Ignored pixels (a trimap's border, an
     image's padding) add nothing to the loss and its gradient; the mean is over valid pixels only.
+
+    Every subclass's `loss` and `probability` run in float32 under autocast (`in_float32`, applied here so that
+    a new head cannot forget it).
     """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("loss", "probability"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "in_float32", False):
+                setattr(cls, name, in_float32(method))
 
     name: str  # the name runs and reports use, equal to the config option (conf/head/<name>.yaml)
     out_channels: int = 1  # channels the network must output for this head

@@ -171,3 +171,32 @@ def test_confident_mistake_is_stuck_for_tanh_but_pushed_for_bce():
 @pytest.mark.parametrize("name", head_names())
 def test_every_pixelwise_head_has_a_closed_form_gradient(name):
     assert build_head(name).pixelwise == (name in PIXEL_GRADIENTS)
+
+
+def _gradient_at(head: Head, z: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """dL/dz for logits `z` handed to the head in `dtype` under CPU bf16 autocast, as a bf16-mixed network does."""
+    z = z.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        head.loss(logits_with_decision(head, z.to(dtype)), mask).backward()
+    return z.grad
+
+
+@pytest.mark.parametrize("name", head_names())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16 logits", "fp32 logits"])
+def test_heads_compute_in_float32_under_bf16_autocast(name, dtype):
+    """Under autocast each head's dL/dz equals its fp32 value, rounded once to the logits' dtype on the way back.
+
+    Before heads ran in fp32, bf16 logits rounded tanh(z) to exactly -1 at z = -6 and tanh_mse's gradient for a
+    confidently wrong pixel was 0.0 instead of -1e-4 (and 0.0 instead of -0.0054 at z = -4).
+    """
+    head = build_head(name)
+    z = torch.arange(-6.0, 6.5, 0.5).view(1, 1, 5, 5)  # exact in bf16: the bf16 run sees the same logits
+    mask = (torch.arange(25).view(1, 1, 5, 5) % 2).float()  # both labels at every |z|
+    with torch.autocast("cpu", enabled=False):  # the plain fp32 reference, no autocast anywhere
+        reference = z.clone().requires_grad_()
+        head.loss(logits_with_decision(head, reference), mask).backward()
+    expected = reference.grad.to(dtype).float()  # the network's dtype carries the fp32 gradient back
+    observed = _gradient_at(head, z, mask, dtype)
+    torch.testing.assert_close(observed, expected, rtol=1e-3, atol=1e-12)
+    assert head.loss(logits_with_decision(head, z.to(dtype)), mask).dtype == torch.float32
+    assert head.probability(logits_with_decision(head, z.to(dtype))).dtype == torch.float32
