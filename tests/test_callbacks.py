@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from seg.callbacks import LearningCurves
-from seg.callbacks.predictions import ALPHA
+from seg.callbacks.predictions import ALPHA, GAP, PictureHistory, PredictionImages
 from seg.train import build
 from tests.conftest import compose_config, logged_rows, tiny_overrides
 
-SIZE, GAP, SCALE, COUNT = 32, 2, 4, 6  # tiny images; the gap, scale and count of conf/callbacks/default.yaml
+SIZE, COUNT = 32, 6  # tiny images; the count of conf/callbacks/default.yaml
+SCALE = 256 // SIZE  # tile_size 256 (conf/callbacks/default.yaml): 32 px images drawn 8x
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def head_decision(module, image: torch.Tensor) -> np.ndarray:
 
 def tile(picture: np.ndarray, row: int, column: int) -> np.ndarray:
     """(SIZE, SIZE, 3) int: one tile of the picture, sampled at one pixel per image pixel."""
-    top, left = row * (SIZE + GAP) * SCALE, column * (SIZE + GAP) * SCALE
+    top, left = row * (SIZE * SCALE + GAP), column * (SIZE * SCALE + GAP)
     block = picture[top : top + SIZE * SCALE : SCALE, left : left + SIZE * SCALE : SCALE, :3]
     return block.astype(int)
 
@@ -50,7 +51,7 @@ def test_prediction_pictures_show_ground_truth_and_errors(fitted):
     assert sorted(p.name for p in images.glob("*.png")) == ["epoch_000.png", "epoch_001.png"]
 
     picture = np.asarray(Image.open(images / "epoch_001.png").convert("RGB"))
-    assert picture.shape == ((COUNT * (SIZE + GAP) - GAP) * SCALE, (3 * (SIZE + GAP) - GAP) * SCALE, 3)
+    assert picture.shape == (COUNT * (SIZE * SCALE + GAP) - GAP, 3 * (SIZE * SCALE + GAP) - GAP, 3)
     batch = first_val_batch(datamodule, COUNT)
     masks = batch["mask"][:, 0].numpy() > 0.5
     decisions = head_decision(trainer.lightning_module, batch["image"])  # the weights of the last validation
@@ -85,3 +86,63 @@ def test_learning_curves_follow_the_logged_values(fitted):
 
     picture = Image.open(Path(cfg.paths.output_dir) / "curves.png")
     assert picture.size == (3 * 450, 350)  # one 4.5 x 3.5 inch panel per quantity (loss, iou, dice) at 100 dpi
+
+
+class _Decider(torch.nn.Module):
+    """A stand-in LightningModule for render(): foreground where the image is bright."""
+
+    def __init__(self, head) -> None:
+        super().__init__()
+        self.head = head
+        self.device = torch.device("cpu")
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image[:, :1] - 0.5
+
+
+def test_large_images_are_drawn_at_the_tile_size_and_small_ones_enlarged(tmp_path):
+    from seg.heads import SigmoidBCE
+
+    callback = PredictionImages(dirpath=tmp_path, num_images=2, tile_size=256)
+    for height, width, expected in [(600, 600, (256, 256)), (584, 565, (256, 248)), (20, 30, (160, 240))]:
+        image = torch.rand(2, 1, height, width)
+        callback._batch = {"image": image, "mask": (image > 0.5).float()}
+        picture = callback.render(_Decider(SigmoidBCE()))
+        tile_h, tile_w = expected
+        assert tuple(picture.shape) == (3, 2 * tile_h + GAP, 3 * tile_w + 2 * GAP), (height, width)
+    # A 600 px image's picture: 6 images at 256 px tiles instead of 6 x 2400 px at the old fixed 4x scale.
+
+
+def test_picture_history_keeps_a_bounded_evenly_spread_set():
+    history = PictureHistory(12)
+    on_disk: set[int] = set()
+    logged = 0
+    for epoch in range(300):
+        kept, dropped = history.add(epoch)
+        logged += kept
+        on_disk -= set(dropped)
+        on_disk |= {epoch} if kept else set()
+        assert 1 <= len(history.kept) <= 12 and on_disk == set(history.kept)
+    assert history.kept == list(range(0, 300, 32)) and history.stride == 32  # 0, 32, ..., 288: evenly spread
+    assert logged < 60  # what TensorBoard holds for the whole run
+
+
+def test_only_the_latest_and_the_kept_history_stay_on_disk(tmp_path):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from seg.heads import SigmoidBCE
+
+    callback = PredictionImages(dirpath=tmp_path, num_images=1, max_pictures=3)
+    image = torch.rand(1, 1, 16, 16)
+    callback._batch = {"image": image, "mask": (image > 0.5).float()}
+    module = _Decider(SigmoidBCE())
+    for epoch in range(10):
+        trainer = SimpleNamespace(
+            sanity_checking=False, state=SimpleNamespace(fn=TrainerFn.FITTING), is_global_zero=True,
+            current_epoch=epoch, loggers=[], global_step=epoch,
+        )  # fmt: skip
+        callback.on_validation_epoch_end(trainer, module)
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["epoch_000.png", "epoch_004.png", "epoch_008.png", "epoch_009.png"]  # history + the latest

@@ -19,21 +19,29 @@ from torch import Tensor
 
 GREEN, RED, BLUE = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
 ALPHA = 0.5  # overlay opacity: the image stays visible under the colour
+GAP = 8  # white pixels between tiles
 
 
 class PredictionImages(L.Callback):
     """After each validation during fit: one no-grad forward pass on the first `num_images` validation images.
 
-    The picture goes to every TensorBoardLogger (tag `val/predictions`) and, whatever the loggers, to
-    `dirpath/epoch_XXX.png`. `scale` enlarges each pixel to a `scale`-pixel square so small images stay legible.
+    Each tile is drawn at about `tile_size` pixels on its longer side whatever the image size: a 64 px image is
+    enlarged 4x (each pixel a 4x4 square, so pixels stay visible), a 565x584 DRIVE image is shrunk to 248x256.
+    The picture of the latest validation is always on disk as `dirpath/epoch_XXX.png`; of the earlier ones at
+    most `max_pictures` are kept, evenly spread (`PictureHistory`), and only those go to TensorBoard (tag
+    `val/predictions`), whose event file cannot forget: a 300-epoch run keeps ~12 files and logs ~50 pictures.
     """
 
-    def __init__(self, *, dirpath: str | Path, num_images: int = 6, scale: int = 4) -> None:
+    def __init__(
+        self, *, dirpath: str | Path, num_images: int = 6, tile_size: int = 256, max_pictures: int = 12
+    ) -> None:
         super().__init__()
         self.dirpath = Path(dirpath)
         self.num_images = num_images
-        self.scale = scale
+        self.tile_size = tile_size
+        self.history = PictureHistory(max_pictures)
         self._batch: dict[str, Tensor] | None = None  # the fixed images, on the CPU, gathered once
+        self._latest: Path | None = None  # the newest picture, removed when a newer one is not kept in history
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Only during fit: the final trainer.validate() re-scores the best checkpoint, not a new epoch.
@@ -42,13 +50,28 @@ class PredictionImages(L.Callback):
         if self._batch is None:
             self._batch = first_images(trainer.val_dataloaders, self.num_images)
         picture = self.render(pl_module)  # (3, H', W') float in [0, 1]
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("val/predictions", picture, global_step=trainer.global_step)
+        epoch = trainer.current_epoch
+        kept, dropped = self.history.add(epoch)
+        if kept:
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_image("val/predictions", picture, global_step=trainer.global_step)
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        matplotlib.image.imsave(
-            self.dirpath / f"epoch_{trainer.current_epoch:03d}.png", picture.permute(1, 2, 0).numpy()
-        )
+        if self._latest is not None and self._latest != self._path(epoch) and not self.history.keeps(self._latest):
+            self._latest.unlink(missing_ok=True)
+        for old in dropped:
+            self._path(old).unlink(missing_ok=True)
+        self._latest = self._path(epoch)
+        matplotlib.image.imsave(self._latest, picture.permute(1, 2, 0).numpy())
+
+    def state_dict(self) -> dict:  # a resumed run goes on thinning the same history
+        return {"stride": self.history.stride, "kept": list(self.history.kept)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history.stride, self.history.kept = state_dict["stride"], list(state_dict["kept"])
+
+    def _path(self, epoch: int) -> Path:
+        return self.dirpath / f"epoch_{epoch:03d}.png"
 
     @torch.no_grad()
     def render(self, pl_module: L.LightningModule) -> Tensor:
@@ -61,7 +84,7 @@ class PredictionImages(L.Callback):
             [grey, overlay(grey, truth, GREEN), prediction_overlay(grey, truth, predicted)]
             for grey, truth, predicted in zip(display(image), mask.bool(), decision, strict=True)
         ]
-        return grid(rows, self.scale)
+        return grid(rows, self.tile_size)
 
 
 def first_images(dataloader, count: int) -> dict[str, Tensor]:
@@ -94,8 +117,44 @@ def prediction_overlay(rgb: Tensor, truth: Tensor, predicted: Tensor) -> Tensor:
     return overlay(rgb, ~predicted & truth, BLUE)  # missed
 
 
-def grid(rows: list[list[Tensor]], scale: int, gap: int = 2) -> Tensor:
-    """Tiles (3, H, W) -> one (3, H', W') picture, each pixel `scale` x `scale`, white `gap` pixels between tiles."""
-    tiles = [[F.pad(tile, (0, gap, 0, gap), value=1.0) for tile in row] for row in rows]
-    picture = torch.cat([torch.cat(row, dim=2) for row in tiles], dim=1)[:, :-gap, :-gap]
-    return picture.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+def fit_tile(tile: Tensor, tile_size: int) -> Tensor:
+    """(3, H, W) -> about `tile_size` px on the longer side: enlarged by a whole factor (pixels as squares), or
+    shrunk by area averaging when larger."""
+    longest = max(tile.shape[1:])
+    if longest <= tile_size:
+        factor = tile_size // longest
+        return tile.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
+    size = [max(1, round(side * tile_size / longest)) for side in tile.shape[1:]]
+    return F.interpolate(tile[None], size=size, mode="area")[0]
+
+
+def grid(rows: list[list[Tensor]], tile_size: int, gap: int = GAP) -> Tensor:
+    """Tiles (3, H, W) -> one (3, H', W') picture, each tile fitted to `tile_size`, white `gap` pixels between."""
+    tiles = [[F.pad(fit_tile(tile, tile_size), (0, gap, 0, gap), value=1.0) for tile in row] for row in rows]
+    return torch.cat([torch.cat(row, dim=2) for row in tiles], dim=1)[:, :-gap, :-gap]
+
+
+class PictureHistory:
+    """Which epochs' pictures to keep: those on a grid of step `stride`, the stride doubling (and every other
+    kept picture dropped) whenever more than `limit` would be kept. The kept ones stay evenly spread over the
+    run, however long it is, and their number stays between limit / 2 and limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 1)
+        self.stride = 1
+        self.kept: list[int] = []
+
+    def add(self, epoch: int) -> tuple[bool, list[int]]:
+        """Whether `epoch` is kept, and the epochs kept so far that are dropped now."""
+        if epoch % self.stride:
+            return False, []
+        self.kept.append(epoch)
+        dropped: list[int] = []
+        while len(self.kept) > self.limit:
+            self.stride *= 2
+            dropped += [e for e in self.kept if e % self.stride]
+            self.kept = [e for e in self.kept if e % self.stride == 0]
+        return epoch in self.kept, dropped
+
+    def keeps(self, path: Path) -> bool:
+        return int(path.stem.removeprefix("epoch_")) in self.kept
