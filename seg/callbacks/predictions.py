@@ -29,11 +29,11 @@ class PredictionImages(L.Callback):
     enlarged 4x (each pixel a 4x4 square, so pixels stay visible), a 565x584 DRIVE image is shrunk to 248x256.
     The picture of the latest validation is always on disk as `dirpath/epoch_XXX.png`; of the earlier ones at
     most `max_pictures` are kept, evenly spread (`PictureHistory`), and only those go to TensorBoard (tag
-    `val/predictions`), whose event file cannot forget: a 300-epoch run keeps ~12 files and logs ~50 pictures.
+    `val/predictions`), whose event file cannot forget: a 300-epoch run keeps 20 files and logs 59 pictures.
     """
 
     def __init__(
-        self, *, dirpath: str | Path, num_images: int = 6, tile_size: int = 256, max_pictures: int = 12
+        self, *, dirpath: str | Path, num_images: int = 6, tile_size: int = 256, max_pictures: int = 20
     ) -> None:
         super().__init__()
         self.dirpath = Path(dirpath)
