@@ -1,4 +1,4 @@
-"""Measurable forms of the hypotheses in HEADS.md: calibration, and pixels that are wrong but no longer pushed.
+"""Measurable forms of the hypotheses in docs/heads.md: calibration, and pixels that are wrong but no longer pushed.
 
 `HeadDiagnostics` (enabled with `callbacks=diagnostics`) logs
 - per validation epoch: `val/ece` (expected calibration error, 15 equal-width bins, torchmetrics) and
@@ -8,7 +8,7 @@
   (the same, as a fraction of the wrong pixels) and `train/wrong_grad` (mean |dL/dz| of the wrong pixels).
 
 dL/dz is the gradient of the head's loss with respect to the decision logit of each pixel, scaled as if
-the loss were a per-pixel sum (i.e. times the number of pixels), so it reads as HEADS.md's formulas:
+the loss were a per-pixel sum (i.e. times the number of pixels), so it reads as docs/heads.md's formulas:
 `p - y` for sigmoid_bce, `2 (a - t)(1 - a^2)` for tanh_mse. For two-channel heads the decision logit is
 z1 - z0. It is recomputed from the step's detached logits: the training graph is not touched.
 """

@@ -1,8 +1,8 @@
 """Heads: how a {0,1} mask becomes a target, how logits become a loss, and how logits become a probability.
 
 The U-Net ends in raw logits `z` (no activation) and knows nothing of heads; everything that differs
-between "sigmoid + BCE" and "tanh + MSE" lives here. The math and the facts the tests check are in
-README "Heads".
+between "sigmoid + BCE" and "tanh + MSE" lives here. The math, with derivations, and the hypotheses the study tests are in
+docs/heads.md.
 
 Decision rule, shared by every head: a pixel is foreground when `probability(z) >= 0.5`. For every
 one-channel head below that is `z >= 0` (sigmoid(0) = (tanh(0) + 1) / 2 = 0.5), and for `softmax_ce` it is

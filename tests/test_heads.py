@@ -1,4 +1,4 @@
-"""Head math (HEADS.md) against hand-computed values and autograd, for every conf/head/*.yaml."""
+"""Head math (docs/heads.md) against hand-computed values and autograd, for every conf/head/*.yaml."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ HAND_CASES = {
     ],
 }
 
-# dL/dlogits per pixel in closed form (HEADS.md), for the heads whose loss is a mean of per-pixel terms.
+# dL/dlogits per pixel in closed form (docs/heads.md), for the heads whose loss is a mean of per-pixel terms.
 # Set-level losses (dice, bce_dice, lovasz) couple pixels: autograd is their formula; their sign is tested below.
 PIXEL_GRADIENTS = {
     "sigmoid_bce": lambda z, y: torch.sigmoid(z) - y,
