@@ -139,8 +139,7 @@ def bare_steps_per_s(cfg, args: argparse.Namespace) -> float:
         batch = next(batches)
         image = batch["image"].to(device, non_blocking=True)  # (B, C, H, W)
         mask = batch["mask"].to(device, non_blocking=True)  # (B, 1, H, W) {0, 1}
-        valid = batch.get("valid")  # (B, 1, H, W) bool, only where pixels are ignored or padded
-        valid = valid.to(device, non_blocking=True) if valid is not None else None
+        valid = batch["valid"].to(device, non_blocking=True)  # (B, 1, H, W) bool: pixels that count
         with autocast:
             loss = head.loss(net(image), mask, valid)
         optimizer.zero_grad(set_to_none=True)

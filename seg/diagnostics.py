@@ -7,8 +7,11 @@
   decision rule whose |dL/dz| is below `stuck_below`, as a fraction of all pixels), `train/stuck_of_wrong`
   (the same, as a fraction of the wrong pixels) and `train/wrong_grad` (mean |dL/dz| of the wrong pixels).
 
+Every statistic is over the pixels that count (the batch's `valid`: not ignored by the mask policy, not
+padding), as the loss and the metrics are; a trimap's border or an eye's outside would otherwise bias them.
+
 dL/dz is the gradient of the head's loss with respect to the decision logit of each pixel, scaled as if
-the loss were a per-pixel sum (i.e. times the number of pixels), so it reads as docs/heads.md's formulas:
+the loss were a per-pixel sum (i.e. times the number of valid pixels), so it reads as docs/heads.md's formulas:
 `p - y` for sigmoid_bce, `2 (a - t)(1 - a^2)` for tanh_mse. For two-channel heads the decision logit is
 z1 - z0. It is recomputed from the step's detached logits: the training graph is not touched.
 """
@@ -24,24 +27,25 @@ from torchmetrics.classification import BinaryCalibrationError
 from seg.heads import Head
 
 
-def decision_gradient(head: Head, logits: Tensor, mask: Tensor) -> Tensor:
-    """(B, 1, H, W) dL/dz of each pixel's decision logit, in per-pixel units (see module docstring)."""
+def decision_gradient(head: Head, logits: Tensor, mask: Tensor, valid: Tensor) -> Tensor:
+    """(B, 1, H, W) dL/dz of each pixel's decision logit, in per-pixel units (see module docstring); 0 where
+    the pixel does not count."""
     z = logits.detach().float().requires_grad_()
-    (grad,) = torch.autograd.grad(head.loss(z, mask.float()), z)
-    grad = grad * mask.numel()  # undo the mean over pixels
+    (grad,) = torch.autograd.grad(head.loss(z, mask.float(), valid), z)
+    grad = grad * valid.sum().clamp_min(1)  # undo the mean over valid pixels
     if grad.shape[1] == 2:  # d = z1 - z0; for a loss of d alone, dL/dd = (dL/dz1 - dL/dz0) / 2
         grad = (grad[:, 1:2] - grad[:, 0:1]) / 2
     return grad
 
 
-def stuck_statistics(head: Head, logits: Tensor, mask: Tensor, stuck_below: float) -> dict[str, Tensor]:
-    """Fractions of stuck pixels and the mean |dL/dz| of wrong pixels for one batch."""
-    grad = decision_gradient(head, logits, mask).abs()
-    wrong = head.predict(logits.detach().float()) != (mask > 0.5)
+def stuck_statistics(head: Head, logits: Tensor, mask: Tensor, valid: Tensor, stuck_below: float) -> dict[str, Tensor]:
+    """Fractions of stuck pixels and the mean |dL/dz| of wrong pixels for one batch, over its valid pixels."""
+    grad = decision_gradient(head, logits, mask, valid).abs()
+    wrong = (head.predict(logits.detach().float()) != (mask > 0.5)) & valid
     stuck = wrong & (grad < stuck_below)
     n_wrong = wrong.sum()
     return {
-        "stuck_fraction": stuck.float().mean(),
+        "stuck_fraction": stuck.sum() / valid.sum().clamp_min(1),
         "stuck_of_wrong": stuck.sum() / n_wrong.clamp_min(1),
         "wrong_grad": (grad * wrong).sum() / n_wrong.clamp_min(1),
     }
@@ -62,13 +66,14 @@ class HeadDiagnostics(L.Callback):
         if trainer.global_step % self.every_n_steps:
             return
         with torch.enable_grad():
-            stats = stuck_statistics(pl_module.head, outputs["logits"], batch["mask"], self.stuck_below)
+            stats = stuck_statistics(pl_module.head, outputs["logits"], batch["mask"], batch["valid"], self.stuck_below)
         for name, value in stats.items():
             pl_module.log(f"train/{name}", value, on_step=True, on_epoch=False)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        probability = pl_module.head.probability(outputs["logits"].float()).flatten()
-        target = batch["mask"].flatten()
+        valid = batch["valid"]
+        probability = pl_module.head.probability(outputs["logits"].float())[valid]  # (valid pixels,)
+        target = batch["mask"][valid]
         self.ece.update(probability, target.long())
         self.brier.update(probability, target)
 

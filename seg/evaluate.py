@@ -17,10 +17,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import binary_stat_scores
 
 from seg.checkpoint import TrainedModel, load_trained_model, pick_device
 from seg.errors import UserError
-from seg.metrics import as_metric_input, segmentation_metrics
+from seg.metrics import IGNORED, as_metric_input, segmentation_metrics
 
 WORST = 10  # files listed in eval.json, lowest IoU first
 
@@ -38,16 +39,14 @@ def evaluate_split(model: TrainedModel, loader: DataLoader, files: list[str], sp
     metrics = segmentation_metrics(split).to(device)
     per_image: list[float] = []
     for batch in loader:
-        mask = batch["mask"].to(device)  # (B, 1, H, W) {0, 1}
-        valid = batch["valid"].to(device) if "valid" in batch else None  # padding, ignored mask values
+        mask, valid = batch["mask"].to(device), batch["valid"].to(device)  # (B, 1, H, W) {0, 1} and bool
         decision = model.head.predict(model.net(batch["image"].to(device)))  # (B, 1, H, W) bool
-        metrics.update(*as_metric_input(decision, mask, valid))
-        truth = mask.bool()
-        if valid is not None:
-            decision, truth = decision & valid, truth & valid
-        intersection = (decision & truth).sum(dim=(1, 2, 3)).double()
-        union = (decision | truth).sum(dim=(1, 2, 3)).double()
-        per_image += torch.where(union > 0, intersection / union.clamp(min=1), 1.0).tolist()
+        pair = as_metric_input(decision, mask, valid)
+        metrics.update(*pair)
+        counts = binary_stat_scores(*pair, multidim_average="samplewise", ignore_index=IGNORED, validate_args=False)
+        tp, fp, _, fn, _ = counts.double().unbind(dim=1)  # (B,) each, over the image's valid pixels
+        union = tp + fp + fn
+        per_image += torch.where(union > 0, tp / union.clamp(min=1), 1.0).tolist()  # nothing to find: 1.0
     overall = {key: float(value) for key, value in metrics.compute().items()}
     ious = np.asarray(per_image)
     worst = np.argsort(ious, kind="stable")[:WORST]

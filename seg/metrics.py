@@ -27,10 +27,9 @@ def segmentation_metrics(stage: str) -> MetricCollection:
     )
 
 
-def as_metric_input(prediction: Tensor, mask: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def as_metric_input(prediction: Tensor, mask: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     """bool decision and float {0,1} mask, (B, 1, H, W) each, as the integer pair the metrics expect.
 
     Pixels outside `valid` (ignored mask values, padding) get the target IGNORED: counted nowhere.
     """
-    target = mask.long()
-    return prediction.long(), target if valid is None else target.masked_fill(~valid, IGNORED)
+    return prediction.long(), mask.long().masked_fill(~valid, IGNORED)

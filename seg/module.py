@@ -17,8 +17,8 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]  # partia
 
 
 class SegmentationModule(L.LightningModule):
-    """Trains `net` with `head`. Batches are `image (B, C, H, W) float`, `mask (B, 1, H, W) float {0,1}`,
-    and, when some pixels do not count, `valid (B, 1, H, W) bool`."""
+    """Trains `net` with `head`. Batches are `image (B, C, H, W) float`, `mask (B, 1, H, W) float {0,1}` and
+    `valid (B, 1, H, W) bool`: the pixels that count (not ignored by the mask policy, not padding)."""
 
     def __init__(
         self,
@@ -45,7 +45,9 @@ class SegmentationModule(L.LightningModule):
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         image, mask = batch["image"], batch["mask"]
-        valid = batch.get("valid")  # present when some pixels are ignored or padding (seg/data/collate.py)
+        valid = batch[
+            "valid"
+        ]  # False where the mask policy ignores a pixel or the collate padded (seg/data/collate.py)
         logits = self(image)
         loss = self.head.loss(logits, mask, valid)
         metrics = getattr(self, f"{stage}_metrics")

@@ -12,11 +12,12 @@ from torch.utils.data import DataLoader
 from seg.diagnostics import HeadDiagnostics, decision_gradient, stuck_statistics
 from seg.module import SegmentationModule
 from tests.test_heads import build_head, logits_for
-from tests.test_metrics import LOGITS, MASK, FixedLogits
+from tests.test_metrics import LOGITS, MASK, VALID, FixedLogits
 
 # Four pixels: a confident mistake, a hesitant mistake, two confident right answers.
 Z = torch.tensor([-5.0, -0.1, 3.0, -3.0]).view(1, 1, 1, 4)
 Y = torch.tensor([1.0, 1.0, 1.0, 0.0]).view(1, 1, 1, 4)
+ALL = torch.ones_like(Y, dtype=torch.bool)
 
 
 def sigmoid(x: float) -> float:
@@ -29,7 +30,7 @@ def tanh_grad(z: float, y: float) -> float:
 
 
 def test_tanh_leaves_the_confident_mistake_stuck():
-    stats = stuck_statistics(build_head("tanh_mse"), Z, Y, stuck_below=0.01)
+    stats = stuck_statistics(build_head("tanh_mse"), Z, Y, ALL, stuck_below=0.01)
     assert stats["stuck_fraction"].item() == pytest.approx(1 / 4)  # |grad at -5| = 3.6e-4
     assert stats["stuck_of_wrong"].item() == pytest.approx(1 / 2)
     expected = (abs(tanh_grad(-5, 1)) + abs(tanh_grad(-0.1, 1))) / 2
@@ -39,14 +40,14 @@ def test_tanh_leaves_the_confident_mistake_stuck():
 @pytest.mark.parametrize("name", ["sigmoid_bce", "softmax_ce"])
 def test_cross_entropy_pushes_every_mistake(name):
     head = build_head(name)
-    stats = stuck_statistics(head, logits_for(head, Z), Y, stuck_below=0.01)
+    stats = stuck_statistics(head, logits_for(head, Z), Y, ALL, stuck_below=0.01)
     assert stats["stuck_fraction"].item() == 0.0
     expected = ((1 - sigmoid(-5)) + (1 - sigmoid(-0.1))) / 2  # |p - y|
     assert stats["wrong_grad"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_decision_gradient_is_per_pixel_not_divided_by_the_pixel_count():
-    grad = decision_gradient(build_head("sigmoid_bce"), Z, Y).flatten().tolist()
+    grad = decision_gradient(build_head("sigmoid_bce"), Z, Y, ALL).flatten().tolist()
     assert grad == pytest.approx(
         [sigmoid(z) - y for z, y in zip(Z.flatten().tolist(), Y.flatten().tolist(), strict=True)], rel=1e-5
     )
@@ -56,7 +57,7 @@ def test_decision_gradient_is_per_pixel_not_divided_by_the_pixel_count():
 def test_ece_and_brier_logged_per_validation_epoch(name):
     head = build_head(name)
     images = torch.arange(2).float().view(2, 1, 1, 1).expand(2, 1, 1, 4).clone()
-    data = [{"image": images[i], "mask": MASK[i]} for i in range(2)]
+    data = [{"image": images[i], "mask": MASK[i], "valid": VALID[i]} for i in range(2)]
     module = SegmentationModule(net=FixedLogits(head), head=head, optimizer=torch.optim.SGD)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -73,3 +74,51 @@ def test_ece_and_brier_logged_per_validation_epoch(name):
     bins = torch.clamp((p * 15).long(), max=14)  # 15 equal-width bins of confidence
     ece = sum((bins == b).sum() / len(p) * abs(p[bins == b].mean() - y[bins == b].mean()) for b in bins.unique())
     assert result["val/ece"] == pytest.approx(float(ece), rel=1e-5)
+
+
+def _ece(p: list[float], y: list[float], n_bins: int = 15) -> float:
+    """Expected calibration error by hand, as torchmetrics' binary ECE: 15 equal-width bins of p, each bin's
+    |mean p - mean y| weighted by its share of the pixels."""
+    bins: dict[int, list[tuple[float, float]]] = {}
+    for pi, yi in zip(p, y, strict=True):
+        bins.setdefault(min(int(pi * n_bins), n_bins - 1), []).append((pi, yi))
+    return sum(abs(sum(a for a, _ in b) - sum(c for _, c in b)) for b in bins.values()) / len(p)
+
+
+def test_diagnostics_count_only_valid_pixels():
+    """A batch of two 1x4 images: an ignored pixel (trimap border) in the first, two padding pixels in the second.
+    Their logits are confident mistakes, which would change every statistic if they were counted."""
+    head = build_head("tanh_mse")
+    z = torch.tensor([[[[-5.0, -0.1, 3.0, 6.0]]], [[[2.0, -4.0, 6.0, 6.0]]]])
+    y = torch.tensor([[[[1.0, 1.0, 1.0, 0.0]]], [[[1.0, 0.0, 0.0, 0.0]]]])
+    valid = torch.tensor([[[[True, True, True, False]]], [[[True, True, False, False]]]])
+    # Valid pixels: (-5, 1) stuck mistake, (-0.1, 1) hesitant mistake, (3, 1), (2, 1), (-4, 0): 5 pixels, 2 wrong.
+    stats = stuck_statistics(head, z, y, valid, stuck_below=0.01)
+    assert stats["stuck_fraction"].item() == pytest.approx(1 / 5)
+    assert stats["stuck_of_wrong"].item() == pytest.approx(1 / 2)
+    expected = (abs(tanh_grad(-5, 1)) + abs(tanh_grad(-0.1, 1))) / 2
+    assert stats["wrong_grad"].item() == pytest.approx(expected, rel=1e-5)
+    grad = decision_gradient(head, z, y, valid)
+    assert grad[~valid].abs().max() == 0 and grad[0, 0, 0, 0].item() == pytest.approx(tanh_grad(-5, 1), rel=1e-3)
+
+    images = torch.arange(2).float().view(2, 1, 1, 1).expand(2, 1, 1, 4).clone()
+    data = [{"image": images[i], "mask": y[i], "valid": valid[i]} for i in range(2)]
+
+    class Fixed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, image):
+            return z[image[:, 0, 0, 0].long()] * self.scale
+
+    module = SegmentationModule(net=Fixed(), head=head, optimizer=torch.optim.SGD)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[HeadDiagnostics(n_bins=15)],
+    )  # fmt: skip
+    result = trainer.validate(module, DataLoader(data, batch_size=2), verbose=False)[0]
+    p = [(math.tanh(v) + 1) / 2 for v in (-5.0, -0.1, 3.0, 2.0, -4.0)]
+    labels = [1.0, 1.0, 1.0, 1.0, 0.0]
+    assert result["val/brier"] == pytest.approx(sum((a - b) ** 2 for a, b in zip(p, labels, strict=True)) / 5, rel=1e-5)
+    assert result["val/ece"] == pytest.approx(_ece(p, labels), rel=1e-5)

@@ -238,7 +238,8 @@ def test_images_of_different_sizes_are_padded_and_scored_on_their_own_pixels(tmp
     padded.update(*as_metric_input(decision, batch["mask"], batch["valid"]))
     alone = segmentation_metrics("val")
     for i, (h, w) in enumerate([(24, 32), (50, 37)]):
-        alone.update(*as_metric_input(decision[i : i + 1, :, :h, :w], batch["mask"][i : i + 1, :, :h, :w]))
+        crop = (slice(i, i + 1), slice(None), slice(h), slice(w))
+        alone.update(*as_metric_input(decision[crop], batch["mask"][crop], batch["valid"][crop]))
     assert padded.compute()["val/iou"] == alone.compute()["val/iou"]
 
 
@@ -253,9 +254,11 @@ def test_padding_mirrors_the_image():
     assert batch["mask"][0, 0, 2:].sum() == 0 and batch["valid"][0, 0].sum() == 6
 
 
-def test_a_batch_with_nothing_ignored_carries_no_valid_mask(tmp_path):
+def test_every_batch_says_which_pixels_count_even_when_all_do(tmp_path):
     split_dataset(tmp_path / "ds", size=(32, 32))
-    assert "valid" not in next(iter(module(tmp_path / "ds").val_dataloader()))
+    batch = next(iter(module(tmp_path / "ds").val_dataloader()))
+    assert batch["valid"].dtype == torch.bool and batch["valid"].shape == batch["mask"].shape
+    assert batch["valid"].all()
 
 
 # --- bad data: one line naming the file, found before training ------------------------------------------
@@ -459,6 +462,8 @@ def test_eval_py_on_a_padded_dataset_with_ignored_pixels_equals_training(tmp_pat
     policy = ["data.mask.foreground=[1]", "data.mask.background=[2]", "data.mask.ignore=[3]"]
     summary = train(folder_cfg(tmp_path, root, *policy, "data.split.val=0.25", "trainer.max_epochs=2"))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=[f"ckpt={summary['best_checkpoint']}", f"output={tmp_path / 'e.json'}"])
+        cfg = compose(
+            config_name="eval", overrides=[f"ckpt={summary['best_checkpoint']}", f"output={tmp_path / 'e.json'}"]
+        )
     report = evaluate(cfg)
     assert abs(report["test/iou"] - summary["test/iou"]) < 1e-6 and report["images"] == 3

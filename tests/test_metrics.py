@@ -17,6 +17,7 @@ from tests.test_heads import build_head, logits_for
 # Two 1x4 "images". Logits are chosen so that tanh output and tanh targets would fool torchmetrics.
 LOGITS = torch.tensor([[[[2.0, -0.5, 0.3, -3.0]]], [[[0.1, 0.2, -0.1, -2.0]]]])  # (B=2, 1, 1, 4)
 MASK = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]], [[[0.0, 0.0, 0.0, 0.0]]]])
+VALID = torch.ones_like(MASK, dtype=torch.bool)  # every pixel counts
 # By hand, foreground = logit >= 0:  image 0: pred 1 0 1 0 vs 1 1 0 0 -> TP 1, FP 1, FN 1
 #                                    image 1: pred 1 1 0 0 vs 0 0 0 0 -> TP 0, FP 2, FN 0
 TP, FP, FN = 1, 3, 1
@@ -28,7 +29,7 @@ HAND_DICE = 2 * TP / (2 * TP + FP + FN)  # 0.333...
 def test_metrics_on_hand_made_batch(name):
     head = build_head(name)
     metrics = segmentation_metrics("val")
-    metrics.update(*as_metric_input(head.predict(logits_for(head, LOGITS)), MASK))
+    metrics.update(*as_metric_input(head.predict(logits_for(head, LOGITS)), MASK, VALID))
     values = metrics.compute()
     assert values["val/iou"].item() == pytest.approx(HAND_IOU)
     assert values["val/dice"].item() == pytest.approx(HAND_DICE)
@@ -40,7 +41,8 @@ def test_raw_tanh_output_or_targets_would_fool_torchmetrics():
     {-1, 1} targets are refused."""
     logits = torch.tensor([[[[0.2, 0.4, 1.0, 3.0]]]])  # all foreground by the decision rule z >= 0
     mask = torch.tensor([[[[0.0, 1.0, 1.0, 1.0]]]])
-    right = BinaryJaccardIndex()(*as_metric_input(build_head("tanh_mse").predict(logits), mask)).item()
+    pair = as_metric_input(build_head("tanh_mse").predict(logits), mask, torch.ones_like(mask, dtype=torch.bool))
+    right = BinaryJaccardIndex()(*pair).item()
     wrong = BinaryJaccardIndex()(torch.tanh(logits), mask.long()).item()
     assert right == pytest.approx(3 / 4)  # TP 3, FP 1
     assert wrong == pytest.approx(2 / 3)  # tanh(0.2), tanh(0.4) < 0.5: TP 2, FN 1
@@ -64,7 +66,7 @@ class FixedLogits(nn.Module):
 def test_module_accumulates_over_batches_of_the_split(name):
     """Through Lightning, one image per batch: the logged val/iou is still the dataset-level hand value."""
     images = torch.arange(2).float().view(2, 1, 1, 1).expand(2, 1, 1, 4).clone()
-    data = [{"image": images[i], "mask": MASK[i]} for i in range(2)]
+    data = [{"image": images[i], "mask": MASK[i], "valid": VALID[i]} for i in range(2)]
     head = build_head(name)
     module = SegmentationModule(net=FixedLogits(head), head=head, optimizer=torch.optim.SGD)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)

@@ -2,8 +2,10 @@
 
 A U-Net of depth d halves the resolution d times, so its input sides must be multiples of 2 ** d. Images
 are padded at the bottom and right by mirroring (the network sees more image, not a black frame), masks
-with background, and `valid` marks the original pixels: the heads' losses and the metrics count only
-those, so padding changes no score. A batch whose pixels all count carries no `valid` at all.
+with background, and `valid` marks the original pixels: the heads' losses, the metrics and the diagnostics
+count only those, so padding changes no score. Every batch carries `valid`: the one representation of "this
+pixel counts" from here to the loss, the metrics, the diagnostics and eval.py (ignored mask values are already
+False in each item's `valid`, seg/data/folder.py).
 """
 
 from __future__ import annotations
@@ -38,11 +40,7 @@ class PadCollate:
             images.append(_pad_mirrored(item["image"], height, width))
             masks.append(_pad_constant(item["mask"], height, width, 0.0))
             valids.append(_pad_constant(item["valid"], height, width, False))
-        valid = torch.stack(valids)
-        batch = {"image": torch.stack(images), "mask": torch.stack(masks)}
-        if not bool(valid.all()):
-            batch["valid"] = valid
-        return batch
+        return {"image": torch.stack(images), "mask": torch.stack(masks), "valid": torch.stack(valids)}
 
 
 def _pad_mirrored(image: Tensor, height: int, width: int) -> Tensor:
