@@ -3,10 +3,11 @@
 python scripts/prepare.py kvasir_seg --src ~/Downloads/kvasir-seg.zip --out data/kvasir_seg
 python scripts/prepare.py isic2018 --src ~/Downloads/isic/ --out data/isic2018     # a folder holding the zips
 python scripts/prepare.py oxford_pet --src images.tar.gz --src annotations.tar.gz --out data/oxford_pet
+python scripts/prepare.py carvana --src carvana-image-masking-challenge.zip --out data/carvana  # Kaggle's zip of zips
 
 Nothing is downloaded: fetch the archives from the dataset's page first. --src is an archive or its
-extracted folder (repeat --src, or give a folder holding them, for a dataset of several archives); the
-source is only read. OUT must not exist or be empty; it is written complete or not at all.
+extracted folder (repeat --src, or give a folder holding them, for a dataset of several archives), or an
+archive holding the dataset's archives ("download all"), read without extracting; the source is only read. OUT must not exist or be empty; it is written complete or not at all.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"wrote {args.out}: {counts} image/mask pairs; train with: python train.py data={args.name}{root}")
         if converted := manifest.get("converted_to_rgb_png"):
             print(f"converted {len(converted)} images that were not RGB JPEGs to RGB PNGs (listed in prepared.json)")
+        if reencoded := manifest["reencoded_damaged_jpegs"]:
+            print(f"re-encoded {len(reencoded)} damaged JPEGs as lossless PNGs (listed in prepared.json)")
+        if empty := manifest["masks_without_foreground"]:
+            print(f"{len(empty)} masks have no foreground (listed in prepared.json): drop them if they are mistakes")
         if manifest["warnings"]:
             print(f"{len(manifest['warnings'])} warnings (above, and in prepared.json)")
         return manifest

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -58,15 +60,15 @@ def palette_gif(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def make_zip(path: Path, files: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
+def make_zip(path: Path, files: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
         for name, data in files.items():
             archive.writestr(name, data)
     return path
 
 
-def make_tar(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as archive:
+def make_tar(path: Path, files: dict[str, bytes], mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as archive:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -81,6 +83,28 @@ def extract(files: dict[str, bytes], folder: Path) -> Path:
     return folder
 
 
+EXTRANEOUS = r"Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9"
+
+
+def damaged_jpeg(array: np.ndarray) -> bytes:
+    """A JPEG libjpeg decodes whole but warns about ("N extraneous bytes before marker 0xd9"), like Oxford-IIIT
+    Pet's beagle_116.jpg: bytes between the end of the entropy-coded data and the end-of-image marker.
+
+    32 of them: libjpeg-turbo's bit buffer silently takes up to 8 bytes past the data (3 bytes warned for
+    15 of 40 random images, 32 for all 40).
+    """
+    data = encoded(array, "JPEG")
+    assert data.endswith(b"\xff\xd9")
+    return data[:-2] + bytes(range(1, 33)) + data[-2:]
+
+
+def libjpeg_output(data: bytes, capfd) -> tuple[np.ndarray, str]:
+    """(pixels as our loader decodes them, what libjpeg printed to stderr meanwhile)."""
+    capfd.readouterr()
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return pixels, capfd.readouterr().err
+
+
 def fingerprint(*paths: Path) -> dict[str, tuple[str, int]]:
     files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*"))) if f.is_file()]
     return {str(f): (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mtime_ns) for f in files}
@@ -92,6 +116,10 @@ def names(folder: Path) -> list[str]:
 
 def read(path: Path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def read_bytes_as_array(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
 # ---- the layouts ------------------------------------------------------------------------------------------
@@ -151,11 +179,18 @@ def test_oxford_pet_from_extracted_folders(tmp_path):
     ]  # the macOS "._" file is not among them
 
 
+KVASIR_MASK = np.zeros((12, 16), np.uint8)
+KVASIR_MASK[2:9, 3:13] = 255  # edges across JPEG blocks: compression spreads values around 0 and 255
+
+
 def kvasir_files() -> dict[str, bytes]:
     files = {"Kvasir-SEG/kavsir_bboxes.json": b"{}"}
     for stem in ("cju0qkwl35piu0993l0dewei2", "cju0qoxqj9q6s0835b43399p4", "cju0roawvklrq0799vmjorwfv"):
-        files[f"Kvasir-SEG/images/{stem}.jpg"] = jpg()
-        files[f"Kvasir-SEG/masks/{stem}.jpg"] = encoded(binary(), "JPEG")
+        files[f"Kvasir-SEG/images/{stem}.jpg"] = jpg(12, 16)
+        mask = Image.fromarray(np.dstack([KVASIR_MASK] * 3))  # 3-channel JPEG masks, as distributed
+        buffer = io.BytesIO()
+        mask.save(buffer, format="JPEG", quality=75)
+        files[f"Kvasir-SEG/masks/{stem}.jpg"] = buffer.getvalue()
     return files
 
 
@@ -168,14 +203,28 @@ def test_kvasir_seg_zip_and_folder_give_the_same_dataset(tmp_path):
     prepare("kvasir_seg", [folder], tmp_path / "from_folder", progress=False)
 
     assert manifest["counts"] == {"all": 3} and manifest["layout"] == "flat"
+    stems = sorted(n.split("/")[-1].removesuffix(".jpg") for n in files if "/images/" in n)
     for out in (tmp_path / "from_zip", tmp_path / "from_folder"):
         assert names(out) == ["images", "masks", "prepared.json"]
-        assert (
-            names(out / "images") == names(out / "masks") == sorted(n.split("/")[-1] for n in files if "/images/" in n)
-        )
+        assert names(out / "images") == [f"{s}.jpg" for s in stems]
+        assert names(out / "masks") == [f"{s}.png" for s in stems]
     image = "cju0qkwl35piu0993l0dewei2.jpg"
     assert (tmp_path / "from_zip" / "images" / image).read_bytes() == (folder / "images" / image).read_bytes()  # copied
     assert fingerprint(archive, folder) == before
+
+
+def test_kvasir_seg_jpeg_masks_become_single_channel_0_255_pngs(tmp_path):
+    files = kvasir_files()
+    source_mask = read_bytes_as_array(files["Kvasir-SEG/masks/cju0qkwl35piu0993l0dewei2.jpg"])
+    assert source_mask.shape == (12, 16, 3) and len(np.unique(source_mask)) > 2  # the fixture is as noisy as the real
+    prepare("kvasir_seg", [make_zip(tmp_path / "kvasir-seg.zip", files)], tmp_path / "out", progress=False)
+
+    for mask in (tmp_path / "out" / "masks").iterdir():
+        written = read(mask)
+        assert written.shape == (12, 16) and written.dtype == np.uint8  # one channel
+        np.testing.assert_array_equal(written, KVASIR_MASK)  # grey >= 128: the drawn mask back, no JPEG noise
+    policy = hydra.utils.instantiate(compose_config(["data=kvasir_seg"]).data.mask)
+    assert policy.threshold is None and policy.decode(written, "mask").sum() == 7 * 10  # {0, 255} exactly
 
 
 def isic_files(split: str, stems: list[str], size: tuple[int, int] = (6, 8)) -> tuple[dict, dict]:
@@ -233,6 +282,153 @@ def test_carvana_split_groups_the_views_of_a_car(tmp_path):
         ]
     mask = read(next((out / "train" / "masks").iterdir()))
     np.testing.assert_array_equal(mask, binary())  # GIF palette indices 0/1 -> PNG 0/255
+
+
+def carvana_files(cars: int = 3) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, bytes]]:
+    """(train.zip, train_hq.zip, train_masks.zip) contents: train_hq/ holds other pixels than train/, same names."""
+    train, train_hq, masks = {}, {}, {}
+    for car in (f"{i:03x}5bc0ffee" for i in range(cars)):
+        for view in ("01", "02"):
+            train[f"train/{car}_{view}.jpg"] = jpg()
+            train_hq[f"train_hq/{car}_{view}.jpg"] = jpg()
+            masks[f"train_masks/{car}_{view}_mask.gif"] = palette_gif(binary() > 0)
+    return train, train_hq, masks
+
+
+@pytest.mark.parametrize("form", ["zip", "folder"])
+def test_carvana_reads_train_hq_and_says_so(tmp_path, capsys, form):
+    _, train_hq, masks = carvana_files()
+    if form == "zip":
+        images = make_zip(tmp_path / "train_hq.zip", train_hq)
+    else:
+        images = extract(train_hq, tmp_path / "extracted") / "train_hq"
+    manifest = prepare(
+        "carvana", [images, make_zip(tmp_path / "train_masks.zip", masks)], tmp_path / "out", progress=False
+    )
+
+    assert sum(manifest["counts"].values()) == 6
+    assert manifest["images_from"] == f"train_hq/ ({images})" and "images_not_used" not in manifest
+    assert f"carvana: images from train_hq/ ({images})" in capsys.readouterr().err
+    written = next((tmp_path / "out" / "train" / "images").iterdir())
+    assert written.read_bytes() == train_hq[f"train_hq/{written.name}"]
+
+
+BUNDLE = "carvana-image-masking-challenge.zip"
+
+
+def carvana_bundle(path: Path) -> tuple[Path, dict[str, bytes]]:
+    """Kaggle's "download all": a deflated zip of the competition's zips, most of them not needed here."""
+    train, train_hq, masks = carvana_files()
+    inner = {
+        "train.zip": make_zip(path.parent / "train.zip", train).read_bytes(),
+        "train_hq.zip": make_zip(path.parent / "train_hq.zip", train_hq).read_bytes(),
+        "train_masks.zip": make_zip(path.parent / "train_masks.zip", masks).read_bytes(),
+        "test.zip": b"not read: not one of the archives carvana needs",
+        "train_masks.csv.zip": b"not read either",
+        "metadata.csv.zip": b"nor this",
+    }
+    for name in ("train.zip", "train_hq.zip", "train_masks.zip"):
+        (path.parent / name).unlink()
+    return make_zip(path, inner, compression=zipfile.ZIP_DEFLATED), train_hq
+
+
+@pytest.mark.parametrize("given", ["bundle", "folder holding the bundle"])
+def test_carvana_from_a_zip_of_zips_prefers_train_hq(tmp_path, capsys, given):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    bundle, train_hq = carvana_bundle(downloads / BUNDLE)
+    (downloads / "unrelated.zip").write_bytes(b"not a zip: passed over")
+    before = fingerprint(downloads)
+    src = bundle if given == "bundle" else downloads
+    manifest = prepare("carvana", [src], tmp_path / "out", progress=False)
+
+    assert sum(manifest["counts"].values()) == 6
+    assert manifest["images_from"] == f"train_hq/ ({bundle}/train_hq.zip)"
+    assert manifest["images_not_used"] == f"train/ ({bundle}/train.zip)"
+    err = capsys.readouterr().err
+    assert "images from train_hq/" in err and "train/ (" in err and "also given, not used" in err
+    for image in (tmp_path / "out" / "train" / "images").iterdir():
+        assert image.read_bytes() == train_hq[f"train_hq/{image.name}"]  # train_hq's pixels, not train's
+    assert read(next((tmp_path / "out" / "train" / "masks").iterdir())).max() == 255
+    assert fingerprint(downloads) == before and sorted(p.name for p in downloads.iterdir()) == [BUNDLE, "unrelated.zip"]
+
+
+def test_every_preparer_reads_bundles_zip_of_tars_and_tar_of_zips(tmp_path):
+    images, annotations = oxford_files()
+    inner = {
+        "images.tar.gz": make_tar(tmp_path / "images.tar.gz", images).read_bytes(),
+        "annotations.tar.gz": make_tar(tmp_path / "annotations.tar.gz", annotations).read_bytes(),
+    }
+    oxford = make_zip(tmp_path / "oxford-iiit-pet.zip", inner, compression=zipfile.ZIP_DEFLATED)
+    assert prepare("oxford_pet", [oxford], tmp_path / "pet", progress=False)["counts"] == {"train": 4, "test": 2}
+
+    kvasir = make_tar(
+        tmp_path / "simula.tar", {"kvasir-seg.zip": make_zip(tmp_path / "k.zip", kvasir_files()).read_bytes()}, "w"
+    )
+    assert prepare("kvasir_seg", [kvasir], tmp_path / "kvasir", progress=False)["counts"] == {"all": 3}
+
+    downloads = tmp_path / "downloads"  # a folder holding a bundle of DRIVE.zip
+    downloads.mkdir()
+    drive = make_zip(tmp_path / "DRIVE.zip", drive_files(test_labels=False)[0]).read_bytes()
+    make_zip(downloads / "retina-datasets.zip", {"DRIVE.zip": drive})
+    assert prepare("drive", [downloads], tmp_path / "drive", progress=False)["counts"] == {"train": 3}
+
+
+def test_a_damaged_archive_inside_a_bundle_is_named(tmp_path):
+    bundle = make_zip(tmp_path / "bundle.zip", {"kvasir-seg.zip": b"PK\x03\x04 cut short"})
+    with pytest.raises(DataError, match=r"bundle\.zip/kvasir-seg\.zip: cannot read this archive .*download it again"):
+        prepare("kvasir_seg", [bundle], tmp_path / "out", progress=False)
+
+
+def test_damaged_jpegs_are_reencoded_and_empty_masks_named(tmp_path, capfd):
+    images, annotations = oxford_files()
+    beagle = damaged_jpeg(rgb())
+    beagle_pixels, libjpeg = libjpeg_output(beagle, capfd)
+    assert re.fullmatch(EXTRANEOUS, libjpeg.strip()), libjpeg  # what every read prints at train time
+    images["images/beagle_116.jpg"] = beagle
+    images["images/beagle_117.jpg"] = jpg()
+    no_pet = np.full((6, 8), 2, np.uint8)  # background and border only, as seven of the real trimaps
+    no_pet[0] = 3
+    annotations["annotations/trimaps/beagle_116.png"] = encoded(np.full((6, 8), 1, np.uint8), "PNG")
+    annotations["annotations/trimaps/beagle_117.png"] = encoded(no_pet, "PNG")
+    annotations["annotations/test.txt"] += b"beagle_116 3 1 1\nbeagle_117 3 1 1\n"
+    src = [make_tar(tmp_path / "images.tar.gz", images), make_tar(tmp_path / "annotations.tar.gz", annotations)]
+    capfd.readouterr()
+    manifest = prepare("oxford_pet", src, tmp_path / "out", progress=False)
+
+    err = capfd.readouterr().err
+    test = tmp_path / "out" / "test"
+    assert manifest["reencoded_damaged_jpegs"] == [
+        {
+            "source": "images/beagle_116.jpg",
+            "written": "test/images/beagle_116.png",
+            "libjpeg": libjpeg.strip(),
+        }
+    ]
+    assert names(test / "images") == ["Abyssinian_2.jpg", "Egyptian_Mau_2.png", "beagle_116.png", "beagle_117.jpg"]
+    written, libjpeg = libjpeg_output((test / "images" / "beagle_116.png").read_bytes(), capfd)
+    np.testing.assert_array_equal(written, beagle_pixels)  # lossless: the pixels training would have seen
+    assert libjpeg == ""  # and no warning at every read any more
+    assert err.count("Corrupt JPEG data") == 1  # the warning line only: libjpeg's own output was captured
+    assert "warning: 1 JPEG(s) damaged but decodable" in err and "images/beagle_116.jpg" in err
+
+    assert manifest["masks_without_foreground"] == ["test/masks/beagle_117.png"]
+    assert "warning: 1 mask(s) with no foreground pixel (value 1), written anyway: test/masks/beagle_117.png" in err
+    np.testing.assert_array_equal(read(test / "masks" / "beagle_117.png"), no_pet)  # still written, as it was
+    assert len(manifest["warnings"]) == 3  # Bombay_3 undecodable, the damaged JPEG, the empty mask
+
+
+def test_libjpeg_messages_are_captured_and_other_output_passed_on(capfd):
+    from seg.prepare.common import libjpeg_messages
+
+    with libjpeg_messages() as messages:
+        os.write(2, b"progress bar\n")  # e.g. a refresh from the progress bar's thread
+        cv2.imdecode(np.frombuffer(damaged_jpeg(rgb()), np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    assert len(messages) == 1 and re.fullmatch(EXTRANEOUS, messages[0])
+    assert capfd.readouterr().err == "progress bar\n"
+    with libjpeg_messages() as messages:
+        cv2.imdecode(np.frombuffer(jpg(), np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    assert messages == []
 
 
 def drive_files(*, test_labels: bool) -> tuple[dict[str, bytes], np.ndarray, np.ndarray]:
@@ -334,6 +530,7 @@ def test_cli_writes_and_fails_in_one_line(tmp_path):
 def test_preset_composes_and_its_train_resize_fits_the_policy(name):
     data = compose_config([f"data={name}"]).data
     assert data.root == f"data/{name}"
+    assert list(DATASETS[name].foreground) == list(data.mask.foreground)  # what prepare checks masks for
     assert data._target_ == "seg.data.datamodule.FolderDataModule"
     assert set(data.mask) == {"_target_", "foreground", "background", "ignore", "threshold"}
     transform = hydra.utils.instantiate(data.train_resize)
@@ -386,8 +583,16 @@ def test_a_prepared_dataset_trains_with_its_preset_and_ignores_what_the_policy_i
     root = prepared(name, tmp_path)
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("data.")]
     cfg = compose_config(
-        [*overrides, f"data={name}", f"data.root={root}", "data.batch_size=2", "data.split.val=0.34",
-         "data.train_resize.height=32", "data.train_resize.width=32", "trainer.max_epochs=1"]
+        [
+            *overrides,
+            f"data={name}",
+            f"data.root={root}",
+            "data.batch_size=2",
+            "data.split.val=0.34",
+            "data.train_resize.height=32",
+            "data.train_resize.width=32",
+            "trainer.max_epochs=1",
+        ]
     )
     _, datamodule, _ = build(cfg.copy())
     batch = next(iter(datamodule.val_dataloader()))

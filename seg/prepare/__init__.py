@@ -12,7 +12,7 @@ from pathlib import Path
 
 from seg.errors import UserError
 from seg.prepare import carvana, drive, isic2018, kvasir_seg, oxford_pet
-from seg.prepare.common import Dataset, Source, check_out, console, write_plan
+from seg.prepare.common import Dataset, Source, check_out, say, warn, write_plan
 
 DATASETS: dict[str, Dataset] = {m.DATASET.name: m.DATASET for m in (oxford_pet, kvasir_seg, isic2018, carvana, drive)}
 KEEP = object()  # max_side default: the dataset's own
@@ -32,7 +32,9 @@ def prepare(
     check_out(out)  # before reading a large archive
     source = Source(src, archives=dataset.archives, progress=progress)
     plan = dataset.plan(source)
+    for line in plan.info:
+        say(f"{name}: {line}")
     for warning in plan.warnings:
-        console.print(f"warning: {warning}", markup=False, highlight=False)
+        warn(warning)
     limit = dataset.max_side if max_side is KEEP else (max_side or None)
-    return write_plan(plan, out, dataset=name, source=source, max_side=limit)
+    return write_plan(plan, out, dataset=name, source=source, foreground=dataset.foreground, max_side=limit)

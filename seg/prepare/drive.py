@@ -73,4 +73,5 @@ DATASET = Dataset(
     download="https://drive.grand-challenge.org/",
     archives=r"drive\.zip|training\.zip|test\.zip",  # one archive, or one per split in some copies
     plan=plan,
+    foreground=(VESSEL,),
 )

@@ -57,5 +57,6 @@ DATASET = Dataset(
     download="https://challenge.isic-archive.com/data/#2018",
     archives=r"isic2018_task1.*\.zip",
     plan=plan,
+    foreground=(255,),
     max_side=1024,
 )

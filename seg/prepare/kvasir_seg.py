@@ -1,15 +1,17 @@
 """Kvasir-SEG: kvasir-seg.zip -> Kvasir-SEG/{images,masks}/<id>.jpg (+ kavsir_bboxes.json).
 
-No official split: written as OUT/images + OUT/masks (the data module splits by `data.split`). Both are
-copied as they are; the masks are JPEGs whose compression spreads values around 0 and 255, so the preset
-thresholds them at 128 instead of listing values.
+No official split: written as OUT/images + OUT/masks (the data module splits by `data.split`). Images are
+copied. The masks are 3-channel JPEGs whose compression spreads values around 0 and 255: each is decoded to
+grey and written as a single-channel PNG <id>.png, 255 where the grey is >= 128 (polyp) and 0 elsewhere,
+so the preset lists the two values exactly.
 """
 
 from __future__ import annotations
 
-from seg.prepare.common import Dataset, Job, Plan, Source, pair_jobs, paired_stems
+from seg.prepare.common import Dataset, Job, Plan, Source, pair_jobs, paired_stems, threshold_to_png
 
 IMAGE_SUFFIX = r"\.(?:jpe?g|png)"
+THRESHOLD = 128  # decoded grey >= this is polyp
 
 
 def plan(source: Source) -> Plan:
@@ -18,10 +20,12 @@ def plan(source: Source) -> Plan:
     stems, warnings = paired_stems(
         source, images, masks, "Kvasir-SEG", "Kvasir-SEG/images/*.jpg and Kvasir-SEG/masks/*.jpg with the same names"
     )
-    jobs = [
-        job for s in stems for job in pair_jobs(None, Job(images[s].name, [images[s]]), Job(masks[s].name, [masks[s]]))
-    ]
-    return Plan(jobs, counts={"all": len(stems)}, warnings=warnings)
+    jobs: list[Job] = []
+    for stem in stems:
+        mask = Job(f"{stem}.png", [masks[stem]], convert=threshold_to_png(masks[stem].path, at=THRESHOLD))
+        jobs += pair_jobs(None, Job(images[stem].name, [images[stem]]), mask)
+    notes = {"masks": f"decoded to grey, >= {THRESHOLD} -> 255 (polyp), else 0; single-channel PNG"}
+    return Plan(jobs, counts={"all": len(stems)}, notes=notes, warnings=warnings)
 
 
 DATASET = Dataset(
@@ -30,4 +34,5 @@ DATASET = Dataset(
     download="https://datasets.simula.no/kvasir-seg/",
     archives=r"kvasir-seg\.zip",
     plan=plan,
+    foreground=(255,),
 )

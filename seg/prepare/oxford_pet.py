@@ -4,7 +4,9 @@ trainval.txt,test.txt}.
 The official split is kept: trainval -> train (the data module splits val off it), test -> test. Trimaps
 (1 pet, 2 background, 3 border) are copied as they are; the preset makes 3 "ignore". A few "JPEGs" are not
 RGB JPEGs (grey, CMYK, PNG or GIF data, an alpha channel): they are converted to RGB PNGs with the same stem,
-so every image has 3 channels; a file that cannot be decoded at all is skipped with a warning.
+so every image has 3 channels; a file that cannot be decoded at all is skipped with a warning. Two JPEGs
+(beagle_116, chihuahua_121) are damaged but decodable and seven trimaps have no pet pixel: `write_plan`'s
+checks re-encode the former as lossless PNGs and name the latter (see `seg.prepare.common.Checks`).
 """
 
 from __future__ import annotations
@@ -86,4 +88,5 @@ DATASET = Dataset(
     download="https://www.robots.ox.ac.uk/~vgg/data/pets/",
     archives=r"(images|annotations)\.tar\.gz",
     plan=plan,
+    foreground=(1,),  # trimap 1: the pet
 )
