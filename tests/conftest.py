@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,45 @@ def run_cli(*args: str, cwd: Path = PROJECT_DIR, timeout: int = 600, **env: str)
         text=True,
         timeout=timeout,
     )
+
+
+# Debian's Chromium, not Playwright's browser download (unreachable here); the same flags as scripts/explorer.py.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def _no_browser(reason: str) -> None:
+    """Skip where no browser can be had; under CI (which installs one, see .ci/run) a missing browser is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI installs Chromium and Playwright (.ci/run), so the browser tests must run")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for the session, driven by Playwright."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _no_browser("playwright is not installed: pip install playwright (its browser download is not needed)")
+    executable = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
+    if executable is None:
+        _no_browser("no Chromium on PATH: apt-get install chromium (Debian) to run the browser tests")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A fresh laptop-sized page and the list of URLs it requests (filled as it loads): `page, requested`."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page, requested
+    context.close()
+    assert not errors, f"the page raised: {errors}"
