@@ -13,7 +13,7 @@ The last line printed is one JSON object. Examples:
     python scripts/bench.py                                              # the default config on this CPU
     python scripts/bench.py --device cuda --size 256 --precision bf16-mixed
     python scripts/bench.py --quiet-trainer                              # project without loggers/checkpoints
-    python scripts/bench.py trainer.compile=true                         # any config override after the options
+    python scripts/bench.py model.compile=true                           # any config override after the options
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from seg.cli import quiet_library_noise
+from seg.network import build_network
 from seg.paths import PROJECT_DIR
-from seg.train import apply_network_settings, build, build_data
+from seg.train import build, build_data
 
 DEFAULT_SIZE = 64  # conf/data/synthetic.yaml
 
@@ -117,15 +118,16 @@ def bench_config(args: argparse.Namespace, tmp: Path):
 
 
 def training_loader(cfg):
-    return build_data(cfg).train_dataloader()  # as train.build sets the data up (auto values settled into cfg)
+    return build_data(cfg).train_dataloader()  # as train.build sets the data up
 
 
 def bare_steps_per_s(cfg, args: argparse.Namespace) -> float:
     device = torch.device(args.device)
-    batches = iter(training_loader(cfg))
+    datamodule = build_data(cfg)
+    batches = iter(datamodule.train_dataloader())
     head = instantiate(cfg.head)
-    net = instantiate(cfg.model, classes=head.out_channels).to(device)
-    apply_network_settings(net, cfg.trainer)  # channels_last / compile as the project applies them
+    in_channels = datamodule.resolved()["in_channels"]
+    net = build_network(cfg.model, head=head, in_channels=in_channels).to(device)  # as training builds it
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
     bf16 = str(cfg.trainer.precision).startswith("bf16")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()

@@ -16,6 +16,7 @@ from torch import nn
 
 from seg.errors import UserError
 from seg.heads import Head
+from seg.network import build_network
 
 CONFIG_KEY = "seg_config"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # in a run directory; see conf/callbacks/default.yaml
@@ -75,7 +76,9 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
     checkpoint = read_checkpoint(path)
     config = saved_config(checkpoint)
     head = instantiate(config.head)
-    net = instantiate(config.model, classes=head.out_channels)
+    # Not compiled for inference, whatever training did (configs from before model.compile existed lack the key).
+    overrides = {"compile": False} if "compile" in config.model else {}
+    net = build_network(config.model, head=head, in_channels=int(config.data.in_channels), **overrides)
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(weights)
     return TrainedModel(net=net.to(device).eval(), head=head, config=config)

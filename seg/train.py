@@ -8,12 +8,11 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -22,6 +21,7 @@ from seg.config_tree import print_config_tree
 from seg.errors import UserError
 from seg.loggers import build_loggers, finish_loggers
 from seg.module import SegmentationModule
+from seg.network import build_network
 from seg.rundir import check_space, claim
 
 log = logging.getLogger(__name__)
@@ -29,50 +29,50 @@ REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
 LAST_EPOCH = ("train/iou", "train/dice")  # of the last training epoch, as logged during it (what debug=overfit reads)
 CHECKPOINT_FILES = 2  # best.ckpt and last.ckpt (conf/callbacks/default.yaml)
 OPTIMIZABLE = (*REPORTED, *LAST_EPOCH, "train_seconds")  # the float entries of summary.json
-NETWORK_SETTINGS = ("channels_last", "compile")  # keys of conf/trainer/ that are not Trainer arguments
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
-    """Instantiate module, data and trainer from a composed config; nothing runs yet."""
+    """Instantiate module, data and trainer from a composed config; nothing runs yet.
+
+    `cfg` is not changed: the values the data settles (`auto` channels and normalization) go to the network as
+    arguments and into the config the module stores in its checkpoints (`module.config`, see settled_config).
+    """
     head = instantiate(cfg.head)
     datamodule = build_data(cfg)
-    net = instantiate(cfg.model, classes=head.out_channels)  # the head says how many channels it needs
+    settled = settled_config(cfg, datamodule)
+    net = build_network(cfg.model, head=head, in_channels=settled["data"]["in_channels"])
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    config = OmegaConf.to_container(cfg, resolve=True)  # stored in each checkpoint: seg/checkpoint.py
     module = SegmentationModule(
-        net=net, head=head, optimizer=instantiate(cfg.optimizer), scheduler=scheduler, config=config
+        net=net, head=head, optimizer=instantiate(cfg.optimizer), scheduler=scheduler, config=settled
     )
     loggers = build_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in NETWORK_SETTINGS:
-        trainer_args.pop(key, None)
-    trainer = instantiate(trainer_args, logger=loggers or False, callbacks=callbacks)
-    apply_network_settings(module.net, cfg.trainer)
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     return module, datamodule, trainer
 
 
 def build_data(cfg: DictConfig) -> L.LightningDataModule:
-    """The datamodule, set up: its validation pass has run and its `auto` values are written into `cfg.data`.
+    """The datamodule, set up: its validation pass has run and its `auto` values are settled (`resolved()`).
 
-    Called before the model exists: bad data stops the run before anything trains, the network gets the settled
-    channel count, and checkpoints (which store the config) record the settled channels and normalization.
+    Called before the model exists: bad data stops the run before anything trains, and the network gets the
+    settled channel count.
     """
     augment = instantiate(cfg.augment) if cfg.get("augment") else None
     datamodule = instantiate(cfg.data, train_transform=augment, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    with open_dict(cfg):
-        cfg.data.update(datamodule.resolved())
     return datamodule
 
 
-def apply_network_settings(net: torch.nn.Module, settings: DictConfig) -> None:
-    """`trainer.channels_last` and `trainer.compile` (conf/trainer/gpu.yaml): memory format and torch.compile."""
-    if settings.get("channels_last"):
-        net.to(memory_format=torch.channels_last)  # conv outputs follow the weights' format
-    if settings.get("compile"):
-        net.compile()  # in place: the state dict keeps its keys, so checkpoints load without the compiler
+def settled_config(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict:
+    """The run's resolved config as a plain dict, with the data's `auto` values replaced by what they settled on.
+
+    This is what checkpoints store (seg/checkpoint.py) and config.yaml records: eval.py and predict.py reuse the
+    channel count and normalization training used.
+    """
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["data"].update(datamodule.resolved())
+    return config
 
 
 def refuse_ddp_in_multirun(trainer: L.Trainer) -> None:
@@ -145,7 +145,7 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        OmegaConf.save(OmegaConf.create(module.config), run_dir / "config.yaml")  # with the settled data values
         print_summary(summary)
     return summary
 

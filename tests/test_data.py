@@ -109,4 +109,3 @@ def test_concurrent_jobs_generate_once_and_completely(tmp_path):
     assert [job.exitcode for job in jobs] == [0, 0, 0]
     assert SyntheticSource(seed=0, counts={"train": 40, "val": 10, "test": 10}, size=32).is_complete(root)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".synthetic.lock", "synthetic"]  # no temp folders left
-

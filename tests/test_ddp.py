@@ -94,7 +94,9 @@ def test_two_process_evaluation_equals_one_process(ddp_run, tmp_path):
     tmp, _ = ddp_run
     two = json.loads((tmp / "run" / "summary.json").read_text())
     assert two["best_checkpoint"]
-    cfg = compose_config([f"paths.output_dir={tmp_path / 'one'}", *without_callbacks(ddp_overrides(tmp)), "~logger", "~callbacks"])
+    cfg = compose_config(
+        [f"paths.output_dir={tmp_path / 'one'}", *without_callbacks(ddp_overrides(tmp)), "~logger", "~callbacks"]
+    )
     module, datamodule, trainer = build(cfg)
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=two["best_checkpoint"], verbose=False)[0]
     test = trainer.test(module, datamodule=datamodule, ckpt_path=two["best_checkpoint"], verbose=False)[0]

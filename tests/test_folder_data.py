@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from seg.data import scan as scan_module
@@ -162,8 +163,11 @@ def test_a_grey_folder_trains_with_no_channel_key(tmp_path):
     root = split_dataset(tmp_path / "grey", counts=(16, 5, 5), size=(40, 40))  # 40 px: padded to 64 for val/test
     cfg = folder_cfg(tmp_path, root, "trainer.max_epochs=1")
     summary = train(cfg)
-    assert cfg.data.in_channels == 1 and len(cfg.data.mean) == 1  # settled, and stored in the checkpoint
+    assert cfg.data.in_channels == "auto" and cfg.data.mean == "auto"  # the config is not written into
     saved = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)
+    settled = saved["seg_config"]["data"]  # the settled values, stored in the checkpoint and config.yaml
+    assert settled["in_channels"] == 1 and len(settled["mean"]) == 1
+    assert OmegaConf.load(Path(summary["run_dir"]) / "config.yaml").data.in_channels == 1
     assert saved["state_dict"]["net.encoder.conv1.weight"].shape[1] == 1
     assert 0.0 <= summary["test/iou"] <= 1.0
 
