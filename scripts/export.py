@@ -1,4 +1,4 @@
-"""Export a checkpoint to TorchScript: `python scripts/export.py ckpt=<run>/checkpoints/best.ckpt`."""
+"""Export a checkpoint to ONNX (or TorchScript): `python scripts/export.py ckpt=<run>/checkpoints/best.ckpt`."""
 
 import sys
 from pathlib import Path
@@ -18,8 +18,11 @@ def main(cfg: DictConfig) -> None:
     quiet_library_noise()
     with report_user_errors():
         result = export(cfg)
-        diffs = ", ".join(f"{size}: {diff:.2e}" for size, diff in result["max_abs_diff"].items())
-        print(f"wrote {result['output']} ({result['head']} probability); max abs diff to PyTorch: {diffs}")
+        diffs = ", ".join(f"{shape}: {diff:.1e}" for shape, diff in result["max_abs_diff"].items())
+        print(
+            f"wrote {result['output']} ({result['format']}, {result['head']} probability);"
+            f" max abs diff to PyTorch (batch x channels x height x width): {diffs}"
+        )
 
 
 if __name__ == "__main__":

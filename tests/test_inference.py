@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from seg.checkpoint import load_trained_model
+from seg.errors import UserError
 from seg.evaluate import evaluate
 from seg.export import export
 from seg.paths import PROJECT_DIR
@@ -104,21 +108,123 @@ def test_predict_cli_says_what_it_skipped(tiny_run, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-def test_export_matches_the_pytorch_model(tiny_run, tmp_path):
-    result = export(
-        compose_entry(
-            "export", f"ckpt={tiny_run['best_checkpoint']}", f"output={tmp_path / 'm.pt'}", "size=32", "batch_size=1"
-        )
-    )
-    assert set(result["max_abs_diff"]) == {"32x32", "96x96"}
+def test_torchscript_export_matches_the_pytorch_model(tiny_run, tmp_path):
+    ckpt = tiny_run["best_checkpoint"]
+    result = export(compose_entry("export", f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'm.pt'}"))
+    assert set(result["max_abs_diff"]) == {"2x1x64x64", "3x1x128x96"}
     assert max(result["max_abs_diff"].values()) < 1e-5
     exported = torch.jit.load(str(tmp_path / "m.pt"))
-    model = load_trained_model(tiny_run["best_checkpoint"])
-    x = torch.randn(2, 1, 64, 64)
+    model = load_trained_model(ckpt)
+    x = torch.randn(2, 1, 96, 160)
     with torch.no_grad():
         out, expected = exported(x), model.probability(x)
-    assert out.shape == (2, 1, 64, 64) and out.min() >= 0 and out.max() <= 1
+    assert out.shape == (2, 1, 96, 160) and out.min() >= 0 and out.max() <= 1
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tiny_run, tmp_path_factory) -> dict:
+    """The default export (format=onnx) of the tiny run, once: torch.export takes ~15 s of CPU."""
+    for package in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(package)
+    output = tmp_path_factory.mktemp("onnx") / "best.onnx"
+    return export(compose_entry("export", f"ckpt={tiny_run['best_checkpoint']}", f"output={output}"))
+
+
+def test_onnx_export_runs_in_onnxruntime_at_any_batch_and_size(tiny_run, onnx_export):
+    import onnxruntime
+
+    # export's own check: onnxruntime vs PyTorch at the traced shape and at another batch and size.
+    print("max abs diff, onnxruntime vs PyTorch:", onnx_export["max_abs_diff"])
+    assert onnx_export["format"] == "onnx" and onnx_export["output"].endswith("best.onnx")
+    assert set(onnx_export["max_abs_diff"]) == {"2x1x64x64", "3x1x128x96"}
+    assert max(onnx_export["max_abs_diff"].values()) <= 1e-4
+
+    # A batch and sizes it never saw, non-square: the graph holds no traced size.
+    session = onnxruntime.InferenceSession(onnx_export["output"], providers=["CPUExecutionProvider"])
+    model = load_trained_model(tiny_run["best_checkpoint"])
+    for batch, height, width in [(1, 32, 32), (5, 160, 96)]:
+        x = torch.randn(batch, 1, height, width)
+        (out,) = session.run(["probability"], {"image": x.numpy()})
+        with torch.no_grad():
+            expected = model.probability(x).numpy()
+        assert out.shape == (batch, 1, height, width)
+        assert np.abs(out - expected).max() <= 1e-4
+
+    # What a user without this project needs to feed it.
+    meta = session.get_modelmeta().custom_metadata_map
+    assert (meta["head"], meta["in_channels"], meta["stride"]) == ("tanh_mse", "1", "32")
+    assert (json.loads(meta["mean"]), json.loads(meta["std"])) == ([0.5], [0.25])
+
+
+def test_the_readme_onnx_snippet_runs_without_this_project(tiny_run, onnx_export, tmp_path):
+    readme = (PROJECT_DIR / "README.md").read_text()
+    section = readme[readme.index("## Export") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "seg" not in re.findall(r"^(?:from|import) (\w+)", snippet, re.M)
+    shutil.copy(onnx_export["output"], tmp_path / "best.onnx")
+    photo = mosaic(tiny_run["data"], 50, 70)  # sides not multiples of 32
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+
+    result = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    mask = cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_UNCHANGED)
+    predict(compose_entry("predict", f"ckpt={tiny_run['best_checkpoint']}", f"input={tmp_path / 'photo.png'}", f"output={tmp_path / 'masks'}"))  # fmt: skip
+    expected = cv2.imread(str(tmp_path / "masks" / "photo.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == expected.shape == (50, 70) and set(np.unique(mask)) <= {0, 255}
+    agreement = (mask == expected).mean()  # onnxruntime's last-digit differences may flip a pixel at 0.5
+    print(f"README snippet vs predict.py: {agreement:.5f} of pixels agree")
+    assert agreement >= 0.999
+
+
+def test_onnx_without_its_packages_is_one_line(tiny_run, monkeypatch):
+    real = __import__("importlib").util.find_spec
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(UserError, match=r'^format=onnx needs onnxscript, not installed: pip install -e "\.\[onnx\]"'):
+        export(compose_entry("export", f"ckpt={tiny_run['best_checkpoint']}"))
+    with pytest.raises(UserError, match=r"^format=tflite: unknown; use one of onnx, torchscript$"):
+        export(compose_entry("export", f"ckpt={tiny_run['best_checkpoint']}", "format=tflite"))
+
+
+def mosaic(data: Path, height: int, width: int) -> np.ndarray:
+    """A (height, width) grey image made of the 32 px test images side by side: a large image of the task."""
+    tiles = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((data / "test" / "images").glob("*.png"))]
+    rows, columns = -(-height // 32), -(-width // 32)
+    grid = [np.concatenate([tiles[(7 * r + 3 * c) % len(tiles)] for c in range(columns)], 1) for r in range(rows)]
+    return np.ascontiguousarray(np.concatenate(grid, 0)[:height, :width])
+
+
+@pytest.fixture(scope="module")
+def shallow_run(tmp_path_factory) -> dict:
+    """A 2-epoch tiny run of a U-Net of depth 3 (stride 8): its context fits in a tile (see the test below)."""
+    tmp = tmp_path_factory.mktemp("shallow")
+    overrides = ["trainer.max_epochs=2", "head=tanh_mse", "model.encoder_depth=3", "model.decoder_channels=[32,16,16]"]
+    summary = train(compose_config([*tiny_overrides(tmp), *overrides]))
+    return {**summary, "data": tmp / "data"}
+
+
+def test_tiled_prediction_agrees_with_the_whole_image(shallow_run, tmp_path):
+    """Images larger than a tile, predicted in tiles and whole: the masks agree on >= 99.9% of pixels.
+
+    The default depth-5 U-Net trained on 32 px images (a 1 x 1 bottleneck) uses the whole image as context, so
+    no tiling can match it (README "Predict"); the depth-3 one here needs ~48 px, which 192 px tiles with 128 px
+    of overlap give every pixel. 130 x 470 is narrower than a tile: its tiles are 136 x 192 px.
+    """
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for height, width in [(200, 300), (130, 470)]:
+        cv2.imwrite(str(photos / f"big_{height}x{width}.png"), mosaic(shallow_run["data"], height, width))
+    ckpt = shallow_run["best_checkpoint"]
+    tiled = predict(compose_entry("predict", f"ckpt={ckpt}", f"input={photos}", f"output={tmp_path / 'tiled'}", "tile=192", "overlap=128"))  # fmt: skip
+    whole = predict(compose_entry("predict", f"ckpt={ckpt}", f"input={photos}", f"output={tmp_path / 'whole'}", "tile=null"))  # fmt: skip
+    assert (tiled["tiled"], whole["tiled"]) == (2, 0)
+    for path in sorted(photos.iterdir()):
+        a = cv2.imread(str(tmp_path / "tiled" / path.name), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "whole" / path.name), cv2.IMREAD_UNCHANGED)
+        agreement = (a == b).mean()
+        print(f"{path.name}: tiled (192 px, 128 overlap) and whole masks agree on {agreement:.5f} of pixels")
+        assert a.shape == b.shape and agreement >= 0.999
+        assert 0.05 < (b > 0).mean() < 0.95  # a mask with content: agreement on a blank one would prove nothing
 
 
 def test_a_checkpoint_that_is_not_ours_is_one_line(tmp_path):
