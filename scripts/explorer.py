@@ -69,7 +69,8 @@ def head_spec(head: Head) -> dict:
     return {
         "name": head.name,
         "formula": FORMULA_OF[type(head)],
-        "params": vars(head),  # the constructor's values, e.g. focal's gamma and alpha from conf/head/focal.yaml
+        # the constructor's numbers, e.g. focal's gamma and alpha from conf/head/focal.yaml (not its loss objects)
+        "params": {key: value for key, value in vars(head).items() if value is None or isinstance(value, (int, float))},
     }
 
 

@@ -18,7 +18,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch import losses as smp_losses
-from segmentation_models_pytorch.losses._functional import focal_loss_with_logits
 from torch import Tensor
 
 IGNORE_TARGET = -1  # the target value smp's losses are built to skip (ignore_index)
@@ -195,11 +194,11 @@ class SigmoidFocal(Head):
     name = "focal"
 
     def __init__(self, *, gamma: float = 2.0, alpha: float | None = None) -> None:
-        self.gamma, self.alpha = gamma, alpha
+        self.gamma, self.alpha = gamma, alpha  # read by scripts/explorer.py
+        self.focal = smp_losses.FocalLoss(mode="binary", gamma=gamma, alpha=alpha, ignore_index=IGNORE_TARGET)
 
     def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
-        per_pixel = focal_loss_with_logits(logits, mask, gamma=self.gamma, alpha=self.alpha, reduction="none")
-        return valid_mean(per_pixel, valid)
+        return self.focal(logits, ignored_as(mask, valid))  # the mean over the pixels that count
 
     def probability(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)

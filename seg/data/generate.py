@@ -18,10 +18,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cv2
+from filelock import FileLock
 
 from seg.data.synthetic import SyntheticStyle, generate_sample
 from seg.errors import DataError
-from seg.locking import locked
 
 GENERATOR_VERSION = 1  # bump when generate_sample changes its pictures: old folders are then regenerated
 SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}  # sample index ranges: splits never share one
@@ -65,7 +65,7 @@ class SyntheticSource:
         if self.is_complete(root):
             return
         root.parent.mkdir(parents=True, exist_ok=True)
-        with locked(root.parent / f".{root.name}.lock"):
+        with FileLock(root.parent / f".{root.name}.lock"):
             if self.is_complete(root):  # another job finished it while we waited
                 return
             if root.exists() and not (root / "manifest.json").exists():

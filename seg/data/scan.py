@@ -21,13 +21,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from filelock import FileLock
 from rich.progress import Progress
 
 from seg.data.layout import Pair
 from seg.data.masks import MaskPolicy
 from seg.data.reading import FULL_SCALE, read_image, read_mask
 from seg.errors import DataError
-from seg.locking import locked
 from seg.paths import PROJECT_DIR
 
 SCAN_VERSION = 2  # bump when a record's content changes: old caches are then ignored
@@ -42,7 +42,7 @@ def scan(pairs: Sequence[Pair], *, workers: int, cache_dir: Path | None = None, 
     cache_dir = cache_dir or CACHE_DIR
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_file = cache_dir / f"{_cache_name(pairs)}.json"
-    with locked(cache_file.with_suffix(".lock")):  # concurrent jobs: one decodes, the others read its cache
+    with FileLock(cache_file.with_suffix(".lock")):  # concurrent jobs: one decodes, the others read its cache
         cached = _load(cache_file)
         missing = [i for i, key in enumerate(keys) if key not in cached]
         for i, record in zip(missing, _decode_all([pairs[i] for i in missing], workers, label), strict=True):
