@@ -10,9 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch import nn
 
+from seg.heads import Head, logits_with_decision
 from seg.paths import PROJECT_DIR
 
 CONF_DIR = PROJECT_DIR / "conf"
@@ -113,3 +117,27 @@ def browser_page(chromium):
     yield page, requested
     context.close()
     assert not errors, f"the page raised: {errors}"
+
+
+def build_head(name: str) -> Head:
+    """The head of conf/head/<name>.yaml, composed as the CLI composes it."""
+    return instantiate(compose_config([f"head={name}"]).head)
+
+
+# Two 1x4 "images" for metric and diagnostics tests. Logits are chosen so that tanh output and tanh targets
+# would fool torchmetrics.
+LOGITS = torch.tensor([[[[2.0, -0.5, 0.3, -3.0]]], [[[0.1, 0.2, -0.1, -2.0]]]])  # (B=2, 1, 1, 4)
+MASK = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]], [[[0.0, 0.0, 0.0, 0.0]]]])
+VALID = torch.ones_like(MASK, dtype=torch.bool)  # every pixel counts
+
+
+class FixedLogits(nn.Module):
+    """A 'network' that returns the prepared LOGITS of each image, found by its index in the first pixel."""
+
+    def __init__(self, head: Head) -> None:
+        super().__init__()
+        self.head = head
+        self.scale = nn.Parameter(torch.ones(()))  # something for the optimizer to hold
+
+    def forward(self, image):
+        return logits_with_decision(self.head, LOGITS[image[:, 0, 0, 0].long()] * self.scale)

@@ -9,8 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from seg.train import train
-from tests.conftest import CONF_DIR, logged_rows, tiny_overrides
-from tests.test_train import run_cli
+from tests.conftest import CONF_DIR, logged_rows, run_cli, tiny_overrides
 
 DEBUG_MODES = sorted(p.stem for p in (CONF_DIR / "debug").glob("*.yaml"))
 

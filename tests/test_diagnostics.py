@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from seg.diagnostics import HeadDiagnostics, decision_gradient, stuck_statistics
+from seg.heads import logits_with_decision
 from seg.module import SegmentationModule
-from tests.test_heads import build_head, logits_for
-from tests.test_metrics import LOGITS, MASK, VALID, FixedLogits
+from tests.conftest import LOGITS, MASK, VALID, FixedLogits, build_head
 
 # Four pixels: a confident mistake, a hesitant mistake, two confident right answers.
 Z = torch.tensor([-5.0, -0.1, 3.0, -3.0]).view(1, 1, 1, 4)
@@ -40,7 +40,7 @@ def test_tanh_leaves_the_confident_mistake_stuck():
 @pytest.mark.parametrize("name", ["sigmoid_bce", "softmax_ce"])
 def test_cross_entropy_pushes_every_mistake(name):
     head = build_head(name)
-    stats = stuck_statistics(head, logits_for(head, Z), Y, ALL, stuck_below=0.01)
+    stats = stuck_statistics(head, logits_with_decision(head, Z), Y, ALL, stuck_below=0.01)
     assert stats["stuck_fraction"].item() == 0.0
     expected = ((1 - sigmoid(-5)) + (1 - sigmoid(-0.1))) / 2  # |p - y|
     assert stats["wrong_grad"].item() == pytest.approx(expected, rel=1e-5)

@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from seg.heads import Head, logits_with_decision
-from tests.conftest import compose_config, head_names
+from tests.conftest import build_head, head_names
 
 LN2, LN3 = math.log(2.0), math.log(3.0)  # tanh(ln 2) = 0.6 and sigmoid(ln 3) = 0.75 exactly: hand-checkable
 
@@ -73,13 +72,6 @@ def _focal_gradient(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return sign * (2 * pt * (1 - pt) ** 2 * torch.log(pt) - (1 - pt) ** 3)
 
 
-def build_head(name: str) -> Head:
-    return instantiate(compose_config([f"head={name}"]).head)
-
-
-logits_for = logits_with_decision  # other test modules import it from here
-
-
 def random_batch(head: Head, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
     logits = 3 * torch.randn(2, head.out_channels, 8, 8, dtype=torch.float64)
@@ -132,7 +124,7 @@ def test_gradient_never_pushes_a_pixel_away_from_its_label(name):
 def test_probability_is_in_unit_interval_and_decides_at_one_half(name):
     head = build_head(name)
     z = torch.tensor([-1e4, -30.0, -1e-3, 0.0, 1e-3, 30.0, 1e4]).view(1, 1, 1, -1)
-    logits = logits_for(head, z)
+    logits = logits_with_decision(head, z)
     p = head.probability(logits)
     assert p.shape == (1, 1, 1, 7)
     assert torch.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()

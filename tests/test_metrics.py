@@ -5,19 +5,15 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import BinaryJaccardIndex
 
+from seg.heads import logits_with_decision
 from seg.metrics import as_metric_input, segmentation_metrics
 from seg.module import SegmentationModule
-from tests.conftest import head_names
-from tests.test_heads import build_head, logits_for
+from tests.conftest import LOGITS, MASK, VALID, FixedLogits, build_head, head_names
 
-# Two 1x4 "images". Logits are chosen so that tanh output and tanh targets would fool torchmetrics.
-LOGITS = torch.tensor([[[[2.0, -0.5, 0.3, -3.0]]], [[[0.1, 0.2, -0.1, -2.0]]]])  # (B=2, 1, 1, 4)
-MASK = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]], [[[0.0, 0.0, 0.0, 0.0]]]])
-VALID = torch.ones_like(MASK, dtype=torch.bool)  # every pixel counts
+# LOGITS, MASK (tests/conftest.py)
 # By hand, foreground = logit >= 0:  image 0: pred 1 0 1 0 vs 1 1 0 0 -> TP 1, FP 1, FN 1
 #                                    image 1: pred 1 1 0 0 vs 0 0 0 0 -> TP 0, FP 2, FN 0
 TP, FP, FN = 1, 3, 1
@@ -29,7 +25,7 @@ HAND_DICE = 2 * TP / (2 * TP + FP + FN)  # 0.333...
 def test_metrics_on_hand_made_batch(name):
     head = build_head(name)
     metrics = segmentation_metrics("val")
-    metrics.update(*as_metric_input(head.predict(logits_for(head, LOGITS)), MASK, VALID))
+    metrics.update(*as_metric_input(head.predict(logits_with_decision(head, LOGITS)), MASK, VALID))
     values = metrics.compute()
     assert values["val/iou"].item() == pytest.approx(HAND_IOU)
     assert values["val/dice"].item() == pytest.approx(HAND_DICE)
@@ -48,18 +44,6 @@ def test_raw_tanh_output_or_targets_would_fool_torchmetrics():
     assert wrong == pytest.approx(2 / 3)  # tanh(0.2), tanh(0.4) < 0.5: TP 2, FN 1
     with pytest.raises(RuntimeError, match="only the following values"):
         BinaryJaccardIndex()(torch.tanh(logits), (2 * mask - 1).long())
-
-
-class FixedLogits(nn.Module):
-    """A 'network' that returns the prepared logits of each image, found by its index in the first pixel."""
-
-    def __init__(self, head) -> None:
-        super().__init__()
-        self.head = head
-        self.scale = nn.Parameter(torch.ones(()))  # something for the optimizer to hold
-
-    def forward(self, image):
-        return logits_for(self.head, LOGITS[image[:, 0, 0, 0].long()] * self.scale)
 
 
 @pytest.mark.parametrize("name", head_names())

@@ -12,8 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from seg.rundir import register_resolvers
-from tests.conftest import CONF_DIR, tiny_overrides
-from tests.test_train import run_cli
+from tests.conftest import CONF_DIR, run_cli, tiny_overrides
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason='pip install -e ".[sweep]"')
 
