@@ -4,8 +4,8 @@ import hydra
 from omegaconf import DictConfig
 from rich.console import Console
 
-from seg.cli import quiet_library_noise, report_user_errors
-from seg.evaluate import evaluate
+from seg.inference.evaluate import evaluate
+from seg.run.cli import quiet_library_noise, report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from seg.cli import quiet_library_noise, report_user_errors
-from seg.predict import predict
+from seg.inference.predict import predict
+from seg.run.cli import quiet_library_noise, report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

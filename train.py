@@ -3,9 +3,9 @@
 import hydra
 from omegaconf import DictConfig
 
-from seg.cli import quiet_library_noise, report_user_errors
-from seg.rundir import register_resolvers
-from seg.train import optimized_value, train
+from seg.run.cli import quiet_library_noise, report_user_errors
+from seg.run.rundir import register_resolvers
+from seg.run.train import optimized_value, train
 
 register_resolvers()  # hydra.run.dir uses them (conf/train.yaml)
 

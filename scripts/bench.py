@@ -2,7 +2,7 @@
 
 - bare:    a plain PyTorch loop over the project's training DataLoader: to(device), forward, head loss, zero_grad,
            backward, AdamW step (autocast for bf16);
-- project: the project's SegmentationModule under the project's Trainer, built by seg.train.build from the
+- project: the project's SegmentationModule under the project's Trainer, built by seg.run.train.build from the
            config (default callbacks and loggers: progress bar, checkpoints, lr monitor, CSV + TensorBoard, ...);
 - loader:  the training DataLoader alone.
 
@@ -31,10 +31,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from seg.cli import quiet_library_noise
-from seg.network import build_network
+from seg.model.network import build_network
 from seg.paths import PROJECT_DIR
-from seg.train import build, build_data
+from seg.run.cli import quiet_library_noise
+from seg.run.train import build, build_data
 
 DEFAULT_SIZE = 64  # conf/data/synthetic.yaml
 

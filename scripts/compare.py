@@ -12,10 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from seg.cli import report_user_errors  # noqa: E402
-from seg.compare import build_study, find_jobs  # noqa: E402
 from seg.errors import UserError  # noqa: E402
-from seg.report import print_table, render_markdown, write_curves  # noqa: E402
+from seg.run.cli import report_user_errors  # noqa: E402
+from seg.study.compare import build_study, find_jobs  # noqa: E402
+from seg.study.report import print_table, render_markdown, write_curves  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:

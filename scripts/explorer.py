@@ -24,10 +24,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from seg.cli import report_user_errors  # noqa: E402
 from seg.errors import UserError  # noqa: E402
 from seg.heads import Head, SigmoidBCE, SigmoidFocal, SigmoidMSE, SoftmaxCE, TanhMSE  # noqa: E402
 from seg.paths import PROJECT_DIR  # noqa: E402
+from seg.run.cli import report_user_errors  # noqa: E402
 
 TEMPLATE = Path(__file__).with_name("explorer_page.html")
 PAGE_SLOT = "/*@PAGE@*/{}"  # where the template takes the page's data (JSON)

@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 # scripts/ is not the project folder: import this checkout's seg/, not another one installed in the venv
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from seg.cli import quiet_library_noise, report_user_errors  # noqa: E402
-from seg.export import export  # noqa: E402
+from seg.inference.export import export  # noqa: E402
+from seg.run.cli import quiet_library_noise, report_user_errors  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")

@@ -24,9 +24,9 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from seg.diagnostics import decision_gradient  # noqa: E402
 from seg.heads import Head, logits_with_decision  # noqa: E402
 from seg.paths import PROJECT_DIR  # noqa: E402
+from seg.study.diagnostics import decision_gradient  # noqa: E402
 
 
 def load_heads() -> list[Head]:

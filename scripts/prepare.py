@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from seg.cli import report_user_errors  # noqa: E402
 from seg.paths import resolve_project_path  # noqa: E402
 from seg.prepare import DATASETS, KEEP, prepare  # noqa: E402
+from seg.run.cli import report_user_errors  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

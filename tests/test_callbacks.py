@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from seg.callbacks import LearningCurves
-from seg.callbacks.predictions import ALPHA, GAP, PictureHistory, PredictionImages
-from seg.train import build
+from seg.run.callbacks import LearningCurves
+from seg.run.callbacks.predictions import ALPHA, GAP, PictureHistory, PredictionImages
+from seg.run.train import build
 from tests.conftest import compose_config, logged_rows, tiny_overrides
 
 SIZE, COUNT = 32, 6  # tiny images; the count of conf/callbacks/default.yaml

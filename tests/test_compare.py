@@ -12,9 +12,9 @@ import pytest
 import yaml
 from scipy import stats
 
-from seg.compare import build_study, find_jobs, minimal_detectable_difference, paired_comparison
 from seg.paths import PROJECT_DIR
-from seg.report import comparison_rows, render_markdown, summary_rows, write_curves
+from seg.study.compare import build_study, find_jobs, minimal_detectable_difference, paired_comparison
+from seg.study.report import comparison_rows, render_markdown, summary_rows, write_curves
 
 BCE = [0.80, 0.82, 0.81, 0.83, 0.79]
 TANH = [0.81, 0.84, 0.80, 0.85, 0.80]  # differences: +0.01 +0.02 -0.01 +0.02 +0.01

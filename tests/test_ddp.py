@@ -21,8 +21,8 @@ from hydra.types import RunMode
 
 from seg.data.sampler import evaluation_sampler
 from seg.errors import UserError
-from seg.rundir import register_resolvers
-from seg.train import build, refuse_ddp_in_multirun
+from seg.run.rundir import register_resolvers
+from seg.run.train import build, refuse_ddp_in_multirun
 from tests.conftest import CONF_DIR, compose_config, tiny_overrides
 from tests.conftest import run_cli as run_train
 

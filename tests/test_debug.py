@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from seg.train import train
+from seg.run.train import train
 from tests.conftest import CONF_DIR, logged_rows, run_cli, tiny_overrides
 
 DEBUG_MODES = sorted(p.stem for p in (CONF_DIR / "debug").glob("*.yaml"))

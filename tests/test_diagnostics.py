@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from seg.diagnostics import HeadDiagnostics, decision_gradient, stuck_statistics
 from seg.heads import logits_with_decision
-from seg.module import SegmentationModule
+from seg.model.module import SegmentationModule
+from seg.study.diagnostics import HeadDiagnostics, decision_gradient, stuck_statistics
 from tests.conftest import LOGITS, MASK, VALID, FixedLogits, build_head
 
 # Four pixels: a confident mistake, a hesitant mistake, two confident right answers.

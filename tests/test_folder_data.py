@@ -20,7 +20,7 @@ from seg.data.layout import find_splits
 from seg.data.masks import IGNORE, MaskPolicy
 from seg.errors import DataError
 from seg.heads import SigmoidBCE, TanhMSE
-from seg.metrics import as_metric_input, segmentation_metrics
+from seg.model.metrics import as_metric_input, segmentation_metrics
 from tests.conftest import compose_config, run_cli, tiny_overrides
 
 
@@ -158,7 +158,7 @@ def folder_cfg(tmp_path, root, *overrides):
 
 
 def test_a_grey_folder_trains_with_no_channel_key(tmp_path):
-    from seg.train import train
+    from seg.run.train import train
 
     root = split_dataset(tmp_path / "grey", counts=(16, 5, 5), size=(40, 40))  # 40 px: padded to 64 for val/test
     cfg = folder_cfg(tmp_path, root, "trainer.max_epochs=1")
@@ -452,8 +452,8 @@ def test_scan_records_survive_json(tmp_path):
 def test_eval_py_on_a_padded_dataset_with_ignored_pixels_equals_training(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from seg.evaluate import evaluate
-    from seg.train import train
+    from seg.inference.evaluate import evaluate
+    from seg.run.train import train
     from tests.conftest import CONF_DIR
 
     def trimap(mask):

@@ -16,13 +16,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from seg.checkpoint import load_trained_model
 from seg.errors import UserError
-from seg.evaluate import evaluate
-from seg.export import export
+from seg.inference.checkpoint import load_trained_model
+from seg.inference.evaluate import evaluate
+from seg.inference.export import export
+from seg.inference.predict import predict
 from seg.paths import PROJECT_DIR
-from seg.predict import predict
-from seg.train import train
+from seg.run.train import train
 from tests.conftest import CONF_DIR, compose_config, tiny_overrides
 
 

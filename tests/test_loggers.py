@@ -11,8 +11,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from seg.errors import UserError
-from seg.loggers import build_loggers, missing_package_hint
-from seg.train import train
+from seg.run.loggers import build_loggers, missing_package_hint
+from seg.run.train import train
 from tests.conftest import logged_rows
 
 # Every metric the module logs during a fit and the evaluation after it.

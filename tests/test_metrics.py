@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import BinaryJaccardIndex
 
 from seg.heads import logits_with_decision
-from seg.metrics import as_metric_input, segmentation_metrics
-from seg.module import SegmentationModule
+from seg.model.metrics import as_metric_input, segmentation_metrics
+from seg.model.module import SegmentationModule
 from tests.conftest import LOGITS, MASK, VALID, FixedLogits, build_head, head_names
 
 # LOGITS, MASK (tests/conftest.py)

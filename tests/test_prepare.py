@@ -19,9 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from seg.checkpoint import load_trained_model
 from seg.data.masks import IGNORE
 from seg.errors import DataError, UserError
+from seg.inference.checkpoint import load_trained_model
 from seg.paths import PROJECT_DIR
 from seg.prepare import DATASETS, prepare
 from tests.conftest import compose_config, tiny_overrides
@@ -579,7 +579,7 @@ def prepared(name: str, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["oxford_pet", "drive"])
 def test_a_prepared_dataset_trains_with_its_preset_and_ignores_what_the_policy_ignores(tmp_path, name):
-    from seg.train import build, train
+    from seg.run.train import build, train
 
     root = prepared(name, tmp_path)
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("data.")]

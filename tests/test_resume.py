@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 
 from seg.errors import Interrupted, UserError
 from seg.paths import PROJECT_DIR
-from seg.train import train
+from seg.run.train import train
 from tests.conftest import compose_config, tiny_overrides
 
 COMPARED = ("val/iou", "val/dice", "test/iou", "test/dice", "global_step", "epochs")

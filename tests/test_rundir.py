@@ -15,7 +15,7 @@ from seg import rundir
 from seg.errors import TrainingDiverged, UserError
 from seg.heads import SigmoidBCE
 from seg.paths import PROJECT_DIR
-from seg.train import train
+from seg.run.train import train
 
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from seg.train import train
+from seg.run.train import train
 from tests.conftest import CONF_DIR, compose_config, tiny_overrides
 
 SCHEDULES = sorted(p.stem for p in (CONF_DIR / "scheduler").glob("*.yaml"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seg.errors import UserError
-from seg.predict import Tiling, symmetric_index, tile_starts, tiled_probability, tiling_from_config
+from seg.inference.predict import Tiling, symmetric_index, tile_starts, tiled_probability, tiling_from_config
 
 
 def pointwise(tiles: torch.Tensor) -> torch.Tensor:

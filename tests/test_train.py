@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from seg.errors import UserError
-from seg.train import optimized_value, train
+from seg.run.train import optimized_value, train
 from tests.conftest import head_names, run_cli, tiny_overrides
 
 

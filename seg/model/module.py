@@ -8,11 +8,11 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from seg.checkpoint import CONFIG_KEY
 from seg.heads import Head
-from seg.metrics import as_metric_input, segmentation_metrics
+from seg.model.metrics import as_metric_input, segmentation_metrics
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # partial: params -> optimizer
+CONFIG_KEY = "seg_config"  # where each checkpoint holds its run's config (read by seg/inference/checkpoint.py)
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]  # partial: (optimizer, total_steps) -> scheduler
 
 
@@ -34,7 +34,7 @@ class SegmentationModule(L.LightningModule):
         self.head = head
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.config = config  # the run's resolved config, stored in every checkpoint (seg/checkpoint.py)
+        self.config = config  # the run's resolved config, stored in every checkpoint (seg/inference/checkpoint.py)
         # One metric collection per stage: Lightning resets and syncs each at its epoch end.
         self.train_metrics = segmentation_metrics("train")
         self.val_metrics = segmentation_metrics("val")

@@ -16,9 +16,9 @@ from torch import nn
 
 from seg.errors import UserError
 from seg.heads import Head
-from seg.network import build_network
+from seg.model.module import CONFIG_KEY
+from seg.model.network import build_network
 
-CONFIG_KEY = "seg_config"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # in a run directory; see conf/callbacks/default.yaml
 # What a resumed run may change: where it writes (the same directory anyway) and how long it trains.
 RESUMABLE_CHANGES = ("resume", "paths", "trainer.max_epochs")

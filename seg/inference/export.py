@@ -27,9 +27,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from seg.checkpoint import TrainedModel, load_trained_model
 from seg.errors import UserError
 from seg.heads import Head
+from seg.inference.checkpoint import TrainedModel, load_trained_model
 
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the `onnx` extra of pyproject.toml
 

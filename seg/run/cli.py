@@ -46,7 +46,7 @@ def quiet_library_noise() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # On resume (seg/checkpoint.py) these are expected and wrong: the datamodule restores the training
+    # On resume (seg/inference/checkpoint.py) these are expected and wrong: the datamodule restores the training
     # stream's position (seg/data/sampler.py), the CSV logger appends, and run.json guards the directory.
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")

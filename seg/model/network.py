@@ -1,6 +1,6 @@
 """The network: an smp U-Net with raw logits out, and the one function that builds it from a config.
 
-Training (seg/train.py), checkpoint loading (seg/checkpoint.py) and the benchmark (scripts/bench.py) all call
+Training (seg/run/train.py), checkpoint loading (seg/inference/checkpoint.py) and the benchmark (scripts/bench.py) all call
 `build_network`, so the head's channel count and the data's settled channel count reach the network the same
 way everywhere: as arguments, not through config interpolation.
 """

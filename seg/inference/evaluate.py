@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import binary_stat_scores
 
-from seg.checkpoint import TrainedModel, load_trained_model, pick_device
 from seg.errors import UserError
-from seg.metrics import IGNORED, as_metric_input, segmentation_metrics
+from seg.inference.checkpoint import TrainedModel, load_trained_model, pick_device
+from seg.model.metrics import IGNORED, as_metric_input, segmentation_metrics
 
 WORST = 10  # files listed in eval.json, lowest IoU first
 

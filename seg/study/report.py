@@ -1,4 +1,4 @@
-"""Rendering a head study (seg.compare) as report.md, curves.png and a printed table."""
+"""Rendering a head study (seg.study.compare) as report.md, curves.png and a printed table."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from seg.compare import (  # noqa: E402
+from seg.study.compare import (  # noqa: E402
     METRICS,
     Study,
     describe,
@@ -179,7 +179,7 @@ def render_markdown(study: Study, baseline: str, directories: list[Path], curves
         lines += [
             "",
             "stuck = on the wrong side of the decision rule with |dL/dz| < the callback's threshold; late train = the "
-            "last quarter of the logged training steps (see seg/diagnostics.py).",
+            "last quarter of the logged training steps (see seg/study/diagnostics.py).",
         ]
     if curves is not None:
         lines += ["", "## Learning curves", "", f"![val IoU]({curves.name})"]

@@ -16,13 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from seg.checkpoint import resume_checkpoint
-from seg.config_tree import print_config_tree
 from seg.errors import UserError
-from seg.loggers import build_loggers, finish_loggers
-from seg.module import SegmentationModule
-from seg.network import build_network
-from seg.rundir import check_space, claim
+from seg.inference.checkpoint import resume_checkpoint
+from seg.model.module import SegmentationModule
+from seg.model.network import build_network
+from seg.run.config_tree import print_config_tree
+from seg.run.loggers import build_loggers, finish_loggers
+from seg.run.rundir import check_space, claim
 
 log = logging.getLogger(__name__)
 REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
@@ -67,7 +67,7 @@ def build_data(cfg: DictConfig) -> L.LightningDataModule:
 def settled_config(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict:
     """The run's resolved config as a plain dict, with the data's `auto` values replaced by what they settled on.
 
-    This is what checkpoints store (seg/checkpoint.py) and config.yaml records: eval.py and predict.py reuse the
+    This is what checkpoints store (seg/inference/checkpoint.py) and config.yaml records: eval.py and predict.py reuse the
     channel count and normalization training used.
     """
     config = OmegaConf.to_container(cfg, resolve=True)

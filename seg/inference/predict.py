@@ -23,10 +23,10 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from seg.checkpoint import TrainedModel, load_trained_model, pick_device
 from seg.data.collate import pad_bottom_right, padded_size
 from seg.data.reading import IMAGE_SUFFIXES, read_image, to_unit_range
 from seg.errors import DataError, UserError
+from seg.inference.checkpoint import TrainedModel, load_trained_model, pick_device
 
 NetFn = Callable[[torch.Tensor], torch.Tensor]  # (B, C, h, w) normalized tiles -> (B, 1, h, w) probability
 

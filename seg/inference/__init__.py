@@ -1,0 +1,1 @@
+"""Using a checkpoint: load it, predict masks, evaluate on a split, export to ONNX or TorchScript."""

@@ -1,0 +1,1 @@
+"""The model: the network, the LightningModule that trains it with a head, its metrics and schedules."""

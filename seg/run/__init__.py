@@ -1,0 +1,1 @@
+"""Running a training job: build from the config, fit, write the run directory; entry-point helpers."""
