@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from seg.data.augment import seed_augmentation
 from seg.data.layout import Pair
 from seg.data.masks import IGNORE, MaskPolicy
-from seg.data.reading import read_image, read_mask, to_unit_range
+from seg.data.reading import normalize, read_image, read_mask, to_unit_range
 from seg.errors import DataError
 
 
@@ -81,7 +81,7 @@ class SegmentationFolder(Dataset):
                 seed_augmentation(self.transform, augment_seed)
             out = self.transform(image=image, mask=mask)  # nearest-neighbour for the mask: values stay exact
             image, mask = out["image"], out["mask"]
-        image = (image - self.mean) / self.std
+        image = normalize(image, self.mean, self.std)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),  # (C, H, W)
             "mask": torch.from_numpy((mask == 1)[None].astype(np.float32)),  # (1, H, W) {0, 1}

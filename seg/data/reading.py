@@ -56,6 +56,14 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / FULL_SCALE[image.dtype]
 
 
+def normalize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(H, W, C) float32 pixels in [0, 1] -> (H, W, C) float32 the network takes: per channel, (x - mean) / std.
+
+    The one normalization of training (seg/data/folder.py) and prediction (seg/inference/predict.py).
+    """
+    return (image - mean) / std
+
+
 def _decode(path: Path, what: str) -> np.ndarray:
     if path.suffix.lower() in JPEG_SUFFIXES and not _has_jpeg_end(path):
         # OpenCV decodes a truncated JPEG without an error, filling the missing part with grey.

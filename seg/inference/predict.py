@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from seg.data.collate import pad_bottom_right, padded_size
-from seg.data.reading import IMAGE_SUFFIXES, read_image, to_unit_range
+from seg.data.reading import IMAGE_SUFFIXES, normalize, read_image, to_unit_range
 from seg.errors import DataError, UserError
 from seg.inference.checkpoint import TrainedModel, load_trained_model, pick_device
 
@@ -125,7 +125,9 @@ def _padded_size(image: np.ndarray, stride: int) -> tuple[int, int]:
 @torch.inference_mode()
 def _predict_batch(model, items, mean, std, device) -> Iterator[Prediction]:
     height, width = _padded_size(items[0][1], model.stride)
-    batch = np.stack([pad_bottom_right((to_unit_range(image) - mean) / std, height, width) for _, image in items])
+    batch = np.stack(
+        [pad_bottom_right(normalize(to_unit_range(image), mean, std), height, width) for _, image in items]
+    )
     logits = model.net(torch.from_numpy(batch.transpose(0, 3, 1, 2)).to(device))  # (B, out, H', W')
     probability = model.head.probability(logits)[:, 0].float().cpu().numpy()  # (B, H', W')
     decision = model.head.predict(logits)[:, 0].cpu().numpy()
@@ -136,7 +138,7 @@ def _predict_batch(model, items, mean, std, device) -> Iterator[Prediction]:
 
 @torch.inference_mode()
 def _predict_tiled(model, path, image, mean, std, device, tiling: Tiling, batch_size: int) -> Prediction:
-    normalized = torch.from_numpy(((to_unit_range(image) - mean) / std).transpose(2, 0, 1).copy())  # (C, H, W)
+    normalized = torch.from_numpy(normalize(to_unit_range(image), mean, std).transpose(2, 0, 1).copy())  # (C, H, W)
 
     def net_fn(tiles: torch.Tensor) -> torch.Tensor:
         return model.probability(tiles.to(device)).float().cpu()
