@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 from rich.console import Console
 
-from seg.cli import quiet_library_noise, report_user_errors
+from seg.cli import quiet_library_noise, report_config_errors, report_user_errors
 from seg.evaluate import evaluate
 
 
@@ -22,4 +22,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with report_config_errors():  # an unknown option or key on the command line: one line
+        main()
