@@ -17,7 +17,7 @@ from hydra.errors import (
     OverrideParseException,
 )
 from omegaconf import DictConfig
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from seg.errors import Interrupted, UserError
 
@@ -40,8 +40,9 @@ def report_user_errors():
         if isinstance(cause, UserError):
             _fail(str(cause))
         _fail(_one_line(error))
-    except OmegaConfBaseException as error:  # e.g. an interpolation to a key that does not exist
-        _fail(_one_line(error))
+    except MissingMandatoryValue as error:  # a `???` in the config, e.g. data=folder without data.root
+        key = error.full_key or "a required key"
+        _fail(f"{key} is required here: pass {key}=<value> on the command line")
 
 
 @contextmanager

@@ -28,7 +28,7 @@ def test_a_short_run_says_each_thing_once_and_keeps_the_warnings(tmp_path):
         f"hydra.run.dir={tmp_path / 'run'}",
         "~callbacks.progress_bar",
         "+trainer.enable_progress_bar=false",
-        "callbacks.resumable_checkpoint.every_n_train_steps=1",  # a save at every step, as a long run's would be
+        "callbacks.resumable_checkpoint.every_n_train_steps=2",  # mid-epoch saves, as a long run makes every 100 steps
         cwd=tmp_path,
         PYTHONWARNINGS="default",  # the warnings a user sees (run_cli hides them by default)
     )
