@@ -6,7 +6,8 @@
 - `claim` then marks the directory as this run's with `run.json`, created exclusively: a run pointed at a
   directory another run owns (`hydra.run.dir=...`, `paths.output_dir=...`, two sweeps in one second)
   is refused instead of overwriting its checkpoints. Only `resume=` may continue an owned directory.
-- `CheckOutputDir` (a Hydra callback) reports an unwritable location in one line before Hydra writes there;
+- `CheckOutputDir` (a Hydra callback) reports an unwritable location, another run's directory, or a `resume=`
+  directory without a checkpoint in one line, before Hydra writes its `.hydra/` and `train.log` there;
 - `check_space` refuses to start when the directory cannot hold the checkpoints the run will write.
 """
 

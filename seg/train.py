@@ -168,7 +168,7 @@ def check_accelerator(settings: DictConfig) -> None:
     """trainer=gpu where torch sees no GPU: Lightning's "No supported gpu backend found!" does not say what to do."""
     if str(settings.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(
-            f"trainer.accelerator={settings.accelerator} (trainer=gpu): torch sees no CUDA GPU on this machine; use"
+            f"trainer.accelerator={settings.accelerator}: torch sees no CUDA GPU on this machine; use"
             " trainer=cpu, or trainer=default (the GPU when there is one, else the CPU), or check the GPU driver"
             " and CUDA_VISIBLE_DEVICES"
         )

@@ -233,7 +233,7 @@ CATALOGUE = [
     ),
     Case(
         "trainer=gpu without a GPU",
-        r"trainer\.accelerator=gpu \(trainer=gpu\): torch sees no CUDA GPU on this machine; use trainer=cpu",
+        r"^trainer\.accelerator=gpu: torch sees no CUDA GPU on this machine; use trainer=cpu, or trainer=default",
         args=("trainer=gpu",),
         patch=no_gpu,
         env={"CUDA_VISIBLE_DEVICES": ""},
