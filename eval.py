@@ -5,7 +5,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from seg.inference.evaluate import evaluate
-from seg.run.cli import quiet_library_noise, report_user_errors
+from seg.run.cli import quiet_library_noise, report_config_errors, report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -22,4 +22,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with report_config_errors():  # an unknown option or key on the command line: one line
+        main()

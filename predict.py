@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from seg.inference.predict import predict
-from seg.run.cli import quiet_library_noise, report_user_errors
+from seg.run.cli import quiet_library_noise, report_config_errors, report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
@@ -15,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with report_config_errors():  # an unknown option or key on the command line: one line
+        main()

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from seg.run.cli import quiet_library_noise, report_user_errors
+from seg.run.cli import quiet_library_noise, report_config_errors, report_user_errors
 from seg.run.rundir import register_resolvers
 from seg.run.train import optimized_value, train
 
@@ -19,4 +19,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    with report_config_errors():  # an unknown option or key on the command line: one line
+        main()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -65,10 +67,32 @@ def logged_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def run_cli(*args: str, cwd: Path = PROJECT_DIR, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
-    """`python train.py ARGS` in a subprocess, as a user runs it (exit status, stderr); `env` adds variables."""
+def write_tiny_folder_dataset(root: Path, counts: tuple[int, int, int] = (6, 2, 2), size: int = 32) -> Path:
+    """`root/{train,val,test}/{images,masks}/img_NNN.png`: grey images of a bright square on noise, 0/255 masks.
+
+    Train images are numbered from 0, val from 100, test from 200.
+    """
+    for split, count, start in zip(("train", "val", "test"), counts, (0, 100, 200), strict=True):
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(start, start + count):
+            rng = np.random.default_rng(i)
+            mask = np.zeros((size, size), np.uint8)
+            top, left = rng.integers(0, size // 2, 2)
+            mask[top : top + size // 3, left : left + size // 3] = 1
+            image = (60 + 120 * mask + rng.integers(0, 40, (size, size))).astype(np.uint8)
+            cv2.imwrite(str(root / split / "images" / f"img_{i:03d}.png"), image)
+            cv2.imwrite(str(root / split / "masks" / f"img_{i:03d}.png"), mask * 255)
+    return root
+
+
+def run_cli(
+    *args: str, cwd: Path = PROJECT_DIR, timeout: int = 600, script: str = "train.py", **env: str
+) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS` (train.py unless told) in a subprocess, as a user runs it (exit status, stderr);
+    `env` adds variables."""
     return subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "train.py"), *args],
+        [sys.executable, str(PROJECT_DIR / script), *args],
         cwd=cwd,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
         capture_output=True,

@@ -68,7 +68,7 @@ def test_optimized_metric_must_exist():
 def test_unknown_head_lists_the_choices(tmp_path):
     result = run_cli("head=tanh", cwd=tmp_path)
     assert result.returncode != 0
-    assert "Could not find 'head/tanh'" in result.stderr
+    assert "error: head=tanh: no such option in conf/head/" in result.stderr
     assert "sigmoid_bce" in result.stderr and "tanh_mse" in result.stderr
     assert "Traceback" not in result.stderr
 

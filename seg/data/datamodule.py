@@ -69,9 +69,9 @@ class FolderDataModule(L.LightningDataModule):
         self.mask_suffix = mask_suffix
         self.policy = mask or MaskPolicy()
         self.split = dict(split or {})
-        self.pad_multiple = pad_multiple
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.pad_multiple = _at_least(1, pad_multiple, "data.pad_multiple")
+        self.batch_size = _at_least(1, batch_size, "data.batch_size")
+        self.eval_batch_size = _at_least(1, eval_batch_size or batch_size, "data.eval_batch_size")
         self.num_workers = _worker_count(num_workers)
         self.cache = cache
         self.source = source
@@ -91,6 +91,11 @@ class FolderDataModule(L.LightningDataModule):
         # Lightning calls this on one process per node: the place to write files.
         if self.source is not None:
             self.source.ensure(self.root)
+        if self.root.is_file():
+            raise DataError(
+                f"{self.root}: data.root is a file, not a folder; pass the folder that holds images/ and masks/"
+                " (or train/, val/, test/); an archive must be extracted first (or see scripts/prepare.py)"
+            )
         if not self.root.is_dir():
             raise DataError(
                 f"{self.root}: data.root not found; check the path (relative paths start at the project folder {resolve_project_path('.')})"
@@ -116,6 +121,11 @@ class FolderDataModule(L.LightningDataModule):
                 raise DataError(
                     f"data.{key} has {len(values)} value(s) but the images have {self.in_channels} channel(s); give one per channel or set data.{key}=auto"
                 )
+        if len(pairs["train"]) < self.batch_size:  # drop_last: not one batch, the run would train nothing
+            raise DataError(
+                f"data.batch_size={self.batch_size} but the train split of {self.root} has {len(pairs['train'])} image(s):"
+                f" not one full batch to train on; set data.batch_size={len(pairs['train'])} or less, or add images"
+            )
         cache = decoded_bytes(records) <= CACHE_LIMIT if self.cache == AUTO else bool(self.cache)
         for name in SPLITS:
             self.splits[name] = SegmentationFolder(
@@ -189,11 +199,17 @@ def _auto_or(value, kind, key: str):
         raise DataError(f"{key}={value!r}: expected auto or a {kind.__name__}") from None
 
 
+def _at_least(low: int, value, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise DataError(f"{key}={value!r}: must be a whole number >= {low}")
+    return value
+
+
 def _worker_count(num_workers: int | str) -> int:
     """`auto`: a few loader processes, leaving a core for training; 0 on a 1-core machine."""
     if num_workers == AUTO:
         return max(0, min(4, (os.cpu_count() or 1) - 1))
-    return int(num_workers)
+    return _at_least(0, num_workers, "data.num_workers")
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -16,9 +16,8 @@ from seg.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 MASK_SUFFIXES = IMAGE_SUFFIXES | {".gif"}
-JPEG_SUFFIXES = {".jpg", ".jpeg"}
 FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-JPEG_END = b"\xff\xd9"
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 JPEG_TAIL = 4096  # bytes searched for the end-of-image marker (some cameras append data after it)
 
 
@@ -65,7 +64,9 @@ def normalize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarra
 
 
 def _decode(path: Path, what: str) -> np.ndarray:
-    if path.suffix.lower() in JPEG_SUFFIXES and not _has_jpeg_end(path):
+    if path.stat().st_size == 0:  # an interrupted copy or download
+        raise DataError(f"{path}: file is empty (0 bytes), not {what}; replace or remove the file")
+    if _is_truncated_jpeg(path):
         # OpenCV decodes a truncated JPEG without an error, filling the missing part with grey.
         raise DataError(f"{path}: JPEG file is truncated (no end-of-image marker); replace or remove the file")
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -76,8 +77,15 @@ def _decode(path: Path, what: str) -> np.ndarray:
     return array
 
 
-def _has_jpeg_end(path: Path) -> bool:
+def _is_truncated_jpeg(path: Path) -> bool:
+    """A JPEG (by its first bytes, whatever the extension) without an end-of-image marker near its end.
+
+    A file named .jpg that is not a JPEG (a PNG, a web page saved by mistake) is left to OpenCV, which
+    decodes it or says it cannot.
+    """
     with open(path, "rb") as handle:
+        if handle.read(2) != JPEG_START:
+            return False
         handle.seek(0, 2)
         handle.seek(max(0, handle.tell() - JPEG_TAIL))
-        return JPEG_END in handle.read()
+        return JPEG_END not in handle.read()

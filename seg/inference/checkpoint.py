@@ -19,7 +19,8 @@ from seg.heads import Head
 from seg.model.module import CONFIG_KEY
 from seg.model.network import build_network
 
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # in a run directory; see conf/callbacks/default.yaml
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # what resume= continues from (conf/callbacks/default.yaml)
+NO_CHECKPOINT = f"no {LAST_CHECKPOINT} there; pass a run directory that wrote checkpoints"
 # What a resumed run may change: where it writes (the same directory anyway) and how long it trains.
 RESUMABLE_CHANGES = ("resume", "paths", "trainer.max_epochs")
 
@@ -66,9 +67,12 @@ def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError:
         raise UserError(f"device={device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={device}: torch sees no CUDA GPU on this machine; use device=cpu or device=auto")
+    return chosen
 
 
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
@@ -96,7 +100,7 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
         )
     last = run_dir / LAST_CHECKPOINT
     if not last.is_file():
-        raise UserError(f"resume={cfg.resume}: no {LAST_CHECKPOINT} there; pass a run directory that wrote checkpoints")
+        raise UserError(f"resume={cfg.resume}: {NO_CHECKPOINT}")
     saved = saved_config(read_checkpoint(last))
     changed = config_changes(saved, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     if changed:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+import re
 import sys
 import warnings
 from contextlib import contextmanager
 
-from hydra.errors import InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from seg.errors import Interrupted, UserError
+
+FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: raise its errors instead of printing them over several lines
 
 
 @contextmanager
@@ -27,7 +39,68 @@ def report_user_errors():
         cause = error.__cause__ or error
         if isinstance(cause, UserError):
             _fail(str(cause))
-        _fail(" ".join(str(error).split()))
+        _fail(_one_line(error))
+    except MissingMandatoryValue as error:  # a `???` in the config, e.g. data=folder without data.root
+        key = error.full_key or "a required key"
+        _fail(f"{key} is required here: pass {key}=<value> on the command line")
+
+
+@contextmanager
+def report_config_errors():
+    """Around an entry point's Hydra `main()`: a mistake in the command line (an unknown option, key or
+    override syntax) is one `error:` line and exit status 2, like every other mistake.
+
+    Hydra prints these itself, over several lines ending in a hint about HYDRA_FULL_ERROR; with that variable
+    set it raises them instead, and they are caught here. A user who sets it gets Hydra's full report.
+    """
+    if os.environ.get(FULL_ERROR) == "1":
+        yield
+        return
+    os.environ[FULL_ERROR] = "1"
+    try:
+        yield
+    except (ConfigCompositionException, OverrideParseException) as error:
+        _fail(config_error_line(error))
+    finally:
+        os.environ.pop(FULL_ERROR, None)
+
+
+def config_error_line(error: Exception) -> str:
+    """What is wrong on the command line and what to write instead, in one line."""
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
+        group, _, name = error.missing_cfg_file.rpartition("/")
+        return f"{group}={name}: no such option in conf/{group}/; choose one of {', '.join(error.options)}"
+    if isinstance(error, OverrideParseException):
+        return (
+            f"{error.override}: not a valid override ({error.message.splitlines()[0]}); quote a value with special"
+            " characters (key='a,b'), see https://hydra.cc/docs/advanced/override_grammar/basic"
+        )
+    cause = error.__cause__
+    override = re.search(r"To append to your config use \+(\S+)", str(error))
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and override:
+        parent = cause.parent_node
+        known = [str(key) for key in parent] if isinstance(parent, DictConfig) else []
+        where = cause.full_key.rpartition(".")[0] or "the config"
+        close = difflib.get_close_matches(str(cause.key), known, n=1)
+        hint = f"did you mean {_dotted(where, close[0])}?" if close else "check the spelling"
+        script = os.path.basename(sys.argv[0]) or "train.py"
+        return (
+            f"{override.group(1)}: {where} has no key {cause.key!r}; {hint} (`python {script} --cfg job` prints"
+            f" every key), or add a new key with +{override.group(1)}"
+        )
+    return _one_line(error)
+
+
+def _dotted(parent: str, key: str) -> str:
+    return key if parent == "the config" else f"{parent}.{key}"
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's text and its cause's, whitespace collapsed: Hydra and OmegaConf spread them over lines."""
+    text = str(error)
+    if error.__cause__ is not None and str(error.__cause__) not in text:
+        text += f" ({error.__cause__})"
+    return " ".join(text.split())
 
 
 def _fail(message: str) -> None:
@@ -40,11 +113,51 @@ class _DropTips(logging.Filter):
         return not record.getMessage().startswith("💡 Tip")
 
 
+class _DropRepeats(logging.Filter):
+    """Keeps the first of identical INFO lines: Lightning says "Restoring states from the checkpoint path at
+    …best.ckpt" again for test after validate, and its start-up lines again for every Trainer a process builds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True  # a warning said twice may have two causes: keep it
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+LIGHTNING_INFO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+# Logged at INFO by every trainer.save_checkpoint(path) that does not pass weights_only (lightning 2.6):
+# our checkpoints are full on purpose (resumable), so the line says nothing. Dozens of times a run.
+WEIGHTS_ONLY = ("lightning.pytorch.trainer.connectors.checkpoint_connector", "`weights_only` was not set")
+_drop_tips, _drop_repeats, _drop_weights_only = _DropTips(), _DropRepeats(), _DropMessage(WEIGHTS_ONLY[1])
+
+
 def quiet_library_noise() -> None:
-    """Drop start-up chatter that asks nothing of the user: Lightning's advertising tips and a deprecation
-    warning Lightning raises from its own code (lightning 2.6 with torch 2.14)."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropTips())
+    """Drop chatter that asks nothing of the user: Lightning's advertising tips, its INFO lines said again (kept
+    once per run), the `weights_only` line at every checkpoint save, and a deprecation warning Lightning raises
+    from its own code (lightning 2.6 with torch 2.14). Lightning's warnings still show. Called at the start of
+    each run (each job of a multirun): the lines are shown once per run.
+    """
+    _drop_repeats.seen.clear()
+    for name in LIGHTNING_INFO:
+        logging.getLogger(name).addFilter(_drop_tips)  # the same filter object is added only once
+        logging.getLogger(name).addFilter(_drop_repeats)
+    logging.getLogger(WEIGHTS_ONLY[0]).addFilter(_drop_weights_only)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # On resume (seg/inference/checkpoint.py) these are expected and wrong: the datamodule restores the training
     # stream's position (seg/data/sampler.py), the CSV logger appends, and run.json guards the directory.

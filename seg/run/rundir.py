@@ -6,7 +6,8 @@
 - `claim` then marks the directory as this run's with `run.json`, created exclusively: a run pointed at a
   directory another run owns (`hydra.run.dir=...`, `paths.output_dir=...`, two sweeps in one second)
   is refused instead of overwriting its checkpoints. Only `resume=` may continue an owned directory.
-- `CheckOutputDir` (a Hydra callback) reports an unwritable location in one line before Hydra writes there;
+- `CheckOutputDir` (a Hydra callback) reports an unwritable location, another run's directory, or a `resume=`
+  directory without a checkpoint in one line, before Hydra writes its `.hydra/` and `train.log` there;
 - `check_space` refuses to start when the directory cannot hold the checkpoints the run will write.
 """
 
@@ -22,9 +23,11 @@ import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seg.errors import UserError
+from seg.inference.checkpoint import LAST_CHECKPOINT, NO_CHECKPOINT
 
 MARKER = "run.json"
 _created: dict[str, str] = {}  # base name -> directory created for it, so repeated resolution agrees
@@ -73,20 +76,29 @@ class CheckOutputDir(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        # Hydra writes .hydra/ and train.log into the run directory right after this: a directory that is not
+        # this run's to write is refused now, before any of its files change.
         resume = config.get("resume")
         if resume and not Path(resume).expanduser().is_dir():
-            print(
-                f"error: resume={resume}: no such run directory; pass the directory of the run to continue",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-        _check_writable(config, "hydra.run.dir")
+            _fail(f"resume={resume}: no such run directory; pass the directory of the run to continue")
+        if resume and not (Path(resume).expanduser() / LAST_CHECKPOINT).is_file():
+            _fail(f"resume={resume}: {NO_CHECKPOINT}")
+        directory = _check_writable(config, "hydra.run.dir")
+        # DDP ranks > 0 (started by Lightning or SLURM with the same hydra.run.dir) join the directory rank 0 claimed.
+        if not resume and rank_zero_only.rank == 0 and (directory / MARKER).exists():
+            _fail(owned_message(directory))
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _check_writable(config, "hydra.sweep.dir")
 
 
-def _check_writable(config: DictConfig, key: str) -> None:
+def _fail(message: str) -> None:
+    # Hydra has not reached the entry point's error handling yet: print the one line here.
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _check_writable(config: DictConfig, key: str) -> Path:
     directory = key
     try:
         directory = str(OmegaConf.select(config, key))  # for hydra.run.dir: creates it (run_dir above)
@@ -95,9 +107,8 @@ def _check_writable(config: DictConfig, key: str) -> None:
             pass
     except OSError as error:
         reason = error.strerror or str(error)
-        # Hydra has not reached the entry point's error handling yet: print the one line here.
-        print(f"error: {key}={directory}: cannot write there ({reason}); choose a writable {key}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"{key}={directory}: cannot write there ({reason}); choose a writable {key}")
+    return Path(directory)
 
 
 def claim(directory: Path, *, resuming: bool) -> None:
@@ -109,11 +120,7 @@ def claim(directory: Path, *, resuming: bool) -> None:
             return  # resume_checkpoint() checked that this is the run being continued
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        started = _read_marker(directory / MARKER)
-        raise UserError(
-            f"{directory}: already the directory of another run ({started}); choose a new hydra.run.dir"
-            f" (or paths.output_dir), or continue that run with resume={directory}"
-        ) from None
+        raise UserError(owned_message(directory)) from None
     except OSError as error:
         raise UserError(
             f"{directory}: run directory not writable ({error.strerror}); choose another hydra.run.dir"
@@ -123,6 +130,14 @@ def claim(directory: Path, *, resuming: bool) -> None:
             {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": socket.gethostname(), "pid": os.getpid()}, handle
         )
         handle.write("\n")
+
+
+def owned_message(directory: Path) -> str:
+    started = _read_marker(directory / MARKER)
+    return (
+        f"{directory}: already the directory of another run ({started}); choose a new hydra.run.dir"
+        f" (or paths.output_dir), or continue that run with resume={directory}"
+    )
 
 
 def _read_marker(path: Path) -> str:

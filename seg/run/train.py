@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -20,6 +21,7 @@ from seg.errors import UserError
 from seg.inference.checkpoint import resume_checkpoint
 from seg.model.module import SegmentationModule
 from seg.model.network import build_network
+from seg.run.config_check import check_value_types
 from seg.run.config_tree import print_config_tree
 from seg.run.loggers import build_loggers, finish_loggers
 from seg.run.rundir import check_space, claim
@@ -101,6 +103,8 @@ def refuse_ddp_in_multirun(trainer: L.Trainer) -> None:
 def train(cfg: DictConfig) -> dict:
     """Fit, then evaluate the best checkpoint (by `val/iou`) on val and test. Returns the summary dict."""
     check_optimized_metric(cfg.get("optimized_metric"))  # before training, not after: a sweep would waste a job
+    check_value_types(cfg)  # trainer.max_epochs=abc: one line now, not a TypeError inside Lightning after setup
+    check_accelerator(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint(cfg)  # None, or last.ckpt of the run this one continues
@@ -159,6 +163,16 @@ def _best_checkpoint(trainer: L.Trainer) -> Path | None:
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback is not None else ""
     return Path(path) if path and Path(path).exists() else None
+
+
+def check_accelerator(settings: DictConfig) -> None:
+    """trainer=gpu where torch sees no GPU: Lightning's "No supported gpu backend found!" does not say what to do."""
+    if str(settings.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={settings.accelerator}: torch sees no CUDA GPU on this machine; use"
+            " trainer=cpu, or trainer=default (the GPU when there is one, else the CPU), or check the GPU driver"
+            " and CUDA_VISIBLE_DEVICES"
+        )
 
 
 def check_optimized_metric(metric: str | None) -> None:

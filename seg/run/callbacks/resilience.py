@@ -57,12 +57,12 @@ class ResumableCheckpoint(Callback):
         if batch_idx + 1 >= trainer.num_training_batches:
             return  # the epoch-end checkpoint follows, after validation (see on_train_batch_start)
         if self.received is not None:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
             self._stop(trainer)
         step = trainer.global_step
         # step, not batch: with gradient accumulation several batches share a step; save once
         if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_step:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
             self._saved_step = step
 
     def _stop(self, trainer: L.Trainer) -> None:
