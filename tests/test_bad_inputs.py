@@ -28,8 +28,8 @@ import pytest
 import torch
 
 import seg.run.train  # noqa: F401  Lightning's log handlers bind to stderr now, not to one test's capture of it
-from seg import rundir
 from seg.paths import PROJECT_DIR
+from seg.run import rundir
 from tests.conftest import run_cli, write_tiny_folder_dataset
 
 TRAIN_ARGS = (  # the tiny folder dataset of conftest, one epoch, batches of 2, no loader processes

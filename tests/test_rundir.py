@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg import rundir
 from seg.errors import TrainingDiverged, UserError
 from seg.heads import SigmoidBCE
 from seg.paths import PROJECT_DIR
+from seg.run import rundir
 from seg.run.train import train
 
 
