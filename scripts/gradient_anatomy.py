@@ -40,7 +40,8 @@ def curves(head: Head, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = logits_with_decision(head, z.view(-1, 1, 1, 1))
     mask = torch.ones(len(z), 1, 1, 1)
     loss = torch.stack([head.loss(logits[i : i + 1], mask[i : i + 1]) for i in range(len(z))])
-    return loss.detach(), decision_gradient(head, logits, mask).flatten()
+    every_pixel = torch.ones_like(mask, dtype=torch.bool)
+    return loss.detach(), decision_gradient(head, logits, mask, every_pixel).flatten()
 
 
 def plot(heads: list[Head], out: Path) -> None:

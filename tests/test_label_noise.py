@@ -52,9 +52,14 @@ def test_flip_rate():
 def test_only_training_masks_are_noisy(tmp_path):
     root = tmp_path / "ds"
     SyntheticSource(seed=0, counts={"train": 4, "val": 4, "test": 4}, size=32).ensure(root)
-    clean = FolderDataModule(root=root, in_channels=1, mean=[0.5], std=[0.25])
+    clean = FolderDataModule(root=root, in_channels=1, mean=[0.5], std=[0.25], batch_size=4)
     noisy = FolderDataModule(
-        root=root, in_channels=1, mean=[0.5], std=[0.25], label_noise=LabelNoise(level=1.0, drop=1.0, flip=0)
+        root=root,
+        in_channels=1,
+        mean=[0.5],
+        std=[0.25],
+        batch_size=4,
+        label_noise=LabelNoise(level=1.0, drop=1.0, flip=0),
     )
     for module in (clean, noisy):
         module.setup()
