@@ -189,6 +189,12 @@ CATALOGUE = [
         command_line=True,
     ),
     Case(
+        "config group set to null",
+        r"^scheduler=null: a config group takes one of its options, not null; choose one of constant, cosine, one_cycle,"
+        r" or drop it with ~scheduler$",
+        args=("scheduler=null",),
+    ),
+    Case(
         "unknown key",
         r"^nope=1: the config has no key 'nope'; check the spelling \(`python train.py --cfg job` prints every key\),"
         r" or add a new key with \+nope=1$",

@@ -72,7 +72,15 @@ def test_tiny_budgets_train_and_write_a_summary(tmp_path, overrides, steps):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("max_steps", range(1, 11))
-@pytest.mark.parametrize("schedule", [*SCHEDULES, "null"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
 def test_every_schedule_trains_every_budget_from_1_to_10(tmp_path, schedule, max_steps):
     summary = _summary(tmp_path, f"scheduler={schedule}", f"trainer.max_steps={max_steps}")
     assert summary["global_step"] == max_steps
+
+
+def test_only_the_constant_schedule_lets_a_resumed_run_train_longer():
+    from seg.inference.checkpoint import _laid_over_the_budget
+
+    laid = {name: _laid_over_the_budget(compose_config([f"scheduler={name}"]).scheduler) for name in SCHEDULES}
+    assert laid == {"constant": False, "cosine": True, "one_cycle": True}
+    assert not _laid_over_the_budget(compose_config(["~scheduler"]).get("scheduler"))

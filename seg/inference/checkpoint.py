@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -108,13 +108,18 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
             f"resume={cfg.resume}: the config differs from the run's ({'; '.join(changed[:5])});"
             f" resume with the run's overrides (see {run_dir / '.hydra' / 'overrides.yaml'}), changing only trainer.max_epochs"
         )
-    if saved.trainer.max_epochs != cfg.trainer.max_epochs and saved.get("scheduler"):
+    if saved.trainer.max_epochs != cfg.trainer.max_epochs and _laid_over_the_budget(saved.get("scheduler")):
         raise UserError(
             f"resume={cfg.resume}: trainer.max_epochs {saved.trainer.max_epochs} -> {cfg.trainer.max_epochs}, but the"
             " learning-rate schedule was laid over the first run's step budget; keep"
-            f" trainer.max_epochs={saved.trainer.max_epochs}, or resume a run trained with scheduler=null"
+            f" trainer.max_epochs={saved.trainer.max_epochs}, or resume a run trained with scheduler=constant"
         )
     return last
+
+
+def _laid_over_the_budget(scheduler: DictConfig | None) -> bool:
+    """Whether a schedule's shape depends on the step budget (all but `constant`): lengthening the run would break it."""
+    return bool(scheduler) and not getattr(get_object(scheduler._target_), "independent_of_budget", False)
 
 
 def config_changes(saved: DictConfig, current: DictConfig) -> list[str]:

@@ -8,7 +8,7 @@ shape, and the module passes `total_steps` from the trainer, so `trainer.max_epo
 from __future__ import annotations
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, OneCycleLR
 
 MIN_WARMUP_STEPS = 2  # OneCycleLR's warm-up phase runs from step 0 to pct_start * total_steps - 1
 
@@ -31,3 +31,11 @@ def one_cycle(optimizer: Optimizer, total_steps: int, *, pct_start: float = 0.2)
 def cosine(optimizer: Optimizer, total_steps: int, *, eta_min: float = 0.0) -> LRScheduler:
     """Cosine decay from the configured lr to `eta_min`, no warm-up."""
     return CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=eta_min)
+
+
+def constant(optimizer: Optimizer, total_steps: int) -> LRScheduler:
+    """The configured lr at every step (`scheduler=constant`); the only schedule a resumed run may lengthen."""
+    return LambdaLR(optimizer, lambda step: 1.0)
+
+
+constant.independent_of_budget = True  # seg/inference/checkpoint.py: a resumed run may train longer

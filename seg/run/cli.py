@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from seg.errors import Interrupted, UserError
+from seg.paths import PROJECT_DIR
 
 FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: raise its errors instead of printing them over several lines
 
@@ -45,6 +46,10 @@ def report_user_errors():
         _fail(f"{key} is required here: pass {key}=<value> on the command line")
 
 
+NULL_GROUP = "Config group override must be a string or a list"
+CONF_DIR = PROJECT_DIR / "conf"
+
+
 @contextmanager
 def report_config_errors():
     """Around an entry point's Hydra `main()`: a mistake in the command line (an unknown option, key or
@@ -61,8 +66,22 @@ def report_config_errors():
         yield
     except (ConfigCompositionException, OverrideParseException) as error:
         _fail(config_error_line(error))
+    except ValueError as error:  # Hydra's message for `group=null` names neither the group nor the fix
+        if not str(error).startswith(NULL_GROUP):
+            raise
+        _fail(null_group_line(sys.argv[1:]))
     finally:
         os.environ.pop(FULL_ERROR, None)
+
+
+def null_group_line(args: list[str]) -> str:
+    """`scheduler=null` on the command line: a config group takes one of its options' names."""
+    given = next((arg for arg in args if arg.endswith("=null") and (CONF_DIR / arg[: -len("=null")]).is_dir()), None)
+    if given is None:
+        return "a config group was set to null; give one of its options' names, or remove the group with ~GROUP"
+    group = given[: -len("=null")]
+    options = sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    return f"{given}: a config group takes one of its options, not null; choose one of {', '.join(options)}, or drop it with ~{group}"
 
 
 def config_error_line(error: Exception) -> str:
