@@ -87,19 +87,67 @@ class ResumableCheckpoint(Callback):
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Stops at the first NaN/inf training loss, before its backward pass can write NaN into the weights.
+    """Stops at the first NaN/inf training loss; no non-finite update ever reaches the weights.
 
+    On the CPU the loss is checked before its backward pass at every step: reading it costs nothing there. On
+    an accelerator reading it every step would be a device sync per step, so the check stays on the device: a
+    step whose loss is not finite has its gradients zeroed before the optimizer runs (the update applied is
+    finite), the first such step is remembered on the device, and the host reads that once every
+    `check_every_n_steps` steps, before every checkpoint save (so no checkpoint holds a skipped step) and at the
+    end of training, and then stops with the same message. `deferred` forces either behaviour (tests).
     The checkpoints written so far are left as they are: the message names the last one.
     """
 
+    def __init__(self, *, check_every_n_steps: int = 50, deferred: bool | None = None) -> None:
+        self.check_every_n_steps = check_every_n_steps
+        self.deferred = deferred
+        self._bad: Tensor | None = None  # this step's loss was not finite (device bool)
+        self._first_bad: Tensor | None = None  # the first such step, or -1 (device int)
+
+    def _defers(self, pl_module: L.LightningModule) -> bool:
+        return self.deferred if self.deferred is not None else pl_module.device.type != "cpu"
+
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
-        if torch.isfinite(loss).all():
+        if not self._defers(pl_module):
+            if not torch.isfinite(loss).all():
+                self._stop(trainer, pl_module, f"train/loss is {loss.item()} at step {trainer.global_step}")
             return
+        self._bad = ~torch.isfinite(loss.detach()).all()
+        step = torch.full((), trainer.global_step, device=loss.device)
+        first = self._first_bad if self._first_bad is not None else torch.full_like(step, -1)
+        self._first_bad = torch.where(self._bad & (first < 0), step, first)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if self._bad is None:
+            return
+        keep = (~self._bad).to(torch.float32)
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is not None:  # NaN * 0 is NaN: clear non-finite values first
+                    parameter.grad.nan_to_num_(0.0, 0.0, 0.0).mul_(keep.to(parameter.grad.dtype))
+        self._bad = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self._first_bad is not None and trainer.global_step % self.check_every_n_steps == 0:
+            self._check(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._check(trainer, pl_module)  # raised while the checkpoint is assembled: nothing is written
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._first_bad is not None and int(self._first_bad) >= 0:  # the one host read
+            step = int(self._first_bad)
+            self._first_bad = None
+            self._stop(trainer, pl_module, f"train/loss was not finite at step {step} (its update was skipped)")
+
+    def _stop(self, trainer: L.Trainer, pl_module: L.LightningModule, what: str) -> None:
         head = getattr(getattr(pl_module, "head", None), "name", "?")
         raise TrainingDiverged(
-            f"train/loss is {loss.item()} at step {trainer.global_step} (epoch {trainer.current_epoch}, head {head});"
-            f" training stopped, last good checkpoint: {_last_checkpoint(trainer)};"
-            " lower optimizer.lr or set trainer.gradient_clip_val"
+            f"{what} (epoch {trainer.current_epoch}, head {head}); training stopped, last good checkpoint:"
+            f" {_last_checkpoint(trainer)}; lower optimizer.lr or set trainer.gradient_clip_val"
         )
 
 
