@@ -41,7 +41,7 @@ class PredictionImages(L.Callback):
         self.tile_size = tile_size
         self.history = PictureHistory(max_pictures)
         self._batch: dict[str, Tensor] | None = None  # the fixed images, on the CPU, gathered once
-        self._latest: Path | None = None  # the newest picture, removed when a newer one is not kept in history
+        self._latest: int | None = None  # epoch of the newest picture; removed later unless history keeps it
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Only during fit: the final trainer.validate() re-scores the best checkpoint, not a new epoch.
@@ -57,12 +57,12 @@ class PredictionImages(L.Callback):
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_image("val/predictions", picture, global_step=trainer.global_step)
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        if self._latest is not None and self._latest != self._path(epoch) and not self.history.keeps(self._latest):
-            self._latest.unlink(missing_ok=True)
+        if self._latest not in (None, epoch, *self.history.kept):
+            dropped.append(self._latest)
         for old in dropped:
             self._path(old).unlink(missing_ok=True)
-        self._latest = self._path(epoch)
-        matplotlib.image.imsave(self._latest, picture.permute(1, 2, 0).numpy())
+        self._latest = epoch
+        matplotlib.image.imsave(self._path(epoch), picture.permute(1, 2, 0).numpy())
 
     def state_dict(self) -> dict:  # a resumed run goes on thinning the same history
         return {"stride": self.history.stride, "kept": list(self.history.kept)}
@@ -155,6 +155,3 @@ class PictureHistory:
             dropped += [e for e in self.kept if e % self.stride]
             self.kept = [e for e in self.kept if e % self.stride == 0]
         return epoch in self.kept, dropped
-
-    def keeps(self, path: Path) -> bool:
-        return int(path.stem.removeprefix("epoch_")) in self.kept
