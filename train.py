@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from seg.run.cli import quiet_library_noise, report_config_errors, report_user_errors
-from seg.run.rundir import register_resolvers
+from seg.run.resolvers import register_resolvers
 from seg.run.train import optimized_value, train
 
 register_resolvers()  # hydra.run.dir uses them (conf/train.yaml)

@@ -21,7 +21,7 @@ from hydra.types import RunMode
 
 from seg.data.sampler import evaluation_sampler
 from seg.errors import UserError
-from seg.run.rundir import register_resolvers
+from seg.run.resolvers import register_resolvers
 from seg.run.train import build, refuse_ddp_in_multirun
 from tests.conftest import CONF_DIR, compose_config, tiny_overrides
 from tests.conftest import run_cli as run_train

@@ -11,7 +11,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from seg.run.rundir import register_resolvers
+from seg.run.resolvers import register_resolvers
 from tests.conftest import CONF_DIR, run_cli, tiny_overrides
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason='pip install -e ".[sweep]"')

@@ -40,10 +40,12 @@ class SyntheticStyle:
     fg_offset: float = 0.06  # |mean foreground - local background| at most this
     distractor_offset: tuple[float, float] = (0.12, 0.3)
     curve_width: tuple[int, int] = (2, 3)  # pixels
+    small_radius: tuple[int, int] = (3, 4)  # pixels, of the small ring-like objects
     curve_offset: tuple[float, float] = (0.1, 0.2)  # curves are darker than their surroundings by this
     illumination: float = 0.35  # peak-to-peak of the slow ramp
     noise: float = 0.03  # std of pixel noise
     blur: float = 0.5  # Gaussian sigma of the final blur, pixels
+    edge_softness: float = 0.0  # > 0: textured shapes fade in over this Gaussian sigma (px); the mask is alpha >= 0.5
 
 
 def _smooth_field(rng: np.random.Generator, size: int, sigma: float) -> Array:
@@ -93,16 +95,27 @@ def _curve(rng: np.random.Generator, size: int, width: int) -> Array:
     return canvas
 
 
-def _small_object(rng: np.random.Generator, size: int) -> tuple[Array, Array]:
-    """A small disc (radius 3-4 px) with a dark rim and bright core: its mask and its zero-mean pattern."""
+def _small_object(rng: np.random.Generator, size: int, radius: tuple[int, int]) -> tuple[Array, Array]:
+    """A small disc (radius in `radius`, px) with a dark rim and bright core: its mask and its zero-mean pattern."""
     mask = np.zeros((size, size), np.uint8)
     cx, cy = (int(v) for v in rng.uniform(3, size - 3, 2))
-    r = int(rng.integers(3, 5))
+    r = int(rng.integers(radius[0], radius[1] + 1))
     cv2.circle(mask, (cx, cy), r, 1, -1)
     core = np.zeros((size, size), np.uint8)
     cv2.circle(core, (cx, cy), max(1, r - 1), 1, -1)
     pattern = 0.25 * core.astype(np.float32) - 0.25 * (mask - core).astype(np.float32)
     return mask, pattern
+
+
+def _soft_paste(image: Array, content: Array, shape: Array, sigma: float) -> Array:
+    """Blend `content` into `image` (in place) through a blurred copy of `shape`; return the thresholded alpha.
+
+    The label is where the content weighs at least half: near the edge the pixels are mixtures, so the true
+    boundary is ambiguous by about `sigma` px, as in out-of-focus or low-contrast real objects.
+    """
+    alpha = cv2.GaussianBlur(shape.astype(np.float32), (0, 0), sigma)
+    image[:] = (1 - alpha) * image + alpha * content
+    return alpha >= 0.5
 
 
 def generate_sample(seed: int, index: int, style: SyntheticStyle = SyntheticStyle()) -> tuple[Array, Array]:
@@ -129,14 +142,17 @@ def generate_sample(seed: int, index: int, style: SyntheticStyle = SyntheticStyl
     for _ in range(count(style.n_shapes)):
         shape = _random_shape(rng, s, (s * 0.08, s * 0.22)).astype(bool)
         texture = _stripes(rng, s, style) + rng.uniform(-style.fg_offset, style.fg_offset)
-        image[shape] = light[shape] + texture[shape]  # the shape hides what was below it
+        if style.edge_softness > 0:
+            shape = _soft_paste(image, light + texture, shape, style.edge_softness)
+        else:
+            image[shape] = light[shape] + texture[shape]  # the shape hides what was below it
         mask |= shape
     for _ in range(count(style.n_curves)):
         curve = _curve(rng, s, count(style.curve_width)).astype(bool)
         image[curve] -= rng.uniform(*style.curve_offset)
         mask |= curve
     for _ in range(count(style.n_small)):
-        small, pattern = _small_object(rng, s)
+        small, pattern = _small_object(rng, s, style.small_radius)
         image = np.where(small.astype(bool), light + pattern, image)
         mask |= small
 

@@ -33,13 +33,6 @@ MARKER = "run.json"
 _created: dict[str, str] = {}  # base name -> directory created for it, so repeated resolution agrees
 
 
-def register_resolvers() -> None:
-    """Called by the entry points before Hydra resolves `hydra.run.dir`."""
-    if not OmegaConf.has_resolver("seg.run_dir"):
-        OmegaConf.register_new_resolver("seg.run_dir", run_dir)
-        OmegaConf.register_new_resolver("seg.hydra_subdir", hydra_subdir)
-
-
 def run_dir(resume: str | None, base: str) -> str:
     """`resume` when continuing a run, else a directory at `base` (or `base-N`) created just now for this run."""
     if resume:

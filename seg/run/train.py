@@ -24,9 +24,11 @@ from seg.model.network import build_network
 from seg.run.config_check import check_value_types
 from seg.run.config_tree import print_config_tree
 from seg.run.loggers import build_loggers, finish_loggers
+from seg.run.resolvers import register_resolvers
 from seg.run.rundir import check_space, claim
 
 log = logging.getLogger(__name__)
+register_resolvers()  # build() resolves optimizer.lr (`seg.times`) also where train.py's entry point did not run
 REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
 LAST_EPOCH = ("train/iou", "train/dice")  # of the last training epoch, as logged during it (what debug=overfit reads)
 CHECKPOINT_FILES = 2  # best.ckpt and last.ckpt (conf/callbacks/default.yaml)
