@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,7 +37,8 @@ class SyntheticSource:
             raise DataError(f"data.source.counts: unknown split(s) {sorted(unknown)}; use {sorted(SPLIT_OFFSETS)}")
         self.seed = seed
         self.counts = {split: int(n) for split, n in counts.items()}
-        self.style = SyntheticStyle(**{k: tuple(v) if isinstance(v, list) else v for k, v in style.items()})
+        # Ranges arrive as lists (YAML) or ListConfigs (instantiate): tuples, so the style hashes and serializes.
+        self.style = SyntheticStyle(**{k: tuple(v) if isinstance(v, Sequence) else v for k, v in style.items()})
 
     def manifest(self) -> dict:
         return {
