@@ -20,8 +20,10 @@ from torch import nn
 
 from seg.heads import Head, logits_with_decision
 from seg.paths import PROJECT_DIR
+from seg.run.resolvers import register_resolvers
 
 CONF_DIR = PROJECT_DIR / "conf"
+register_resolvers()  # composed configs resolve `seg.times` (optimizer.lr) as train.py's would
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ ALLOWED = {
     "seg.data": set(),
     "seg.prepare": {"seg.data"},
     "seg.model": {"seg.heads"},
-    "seg.study": {"seg.heads", "seg.model"},
+    "seg.study": {"seg.heads", "seg.data", "seg.model"},
     "seg.inference": {"seg.heads", "seg.data", "seg.model"},
     "seg.run": {"seg.heads", "seg.data", "seg.model", "seg.inference", "seg.study"},
 }

@@ -107,7 +107,7 @@ def _small_object(rng: np.random.Generator, size: int, radius: tuple[int, int]) 
     return mask, pattern
 
 
-def _soft_paste(image: Array, content: Array, shape: Array, sigma: float) -> Array:
+def soft_paste(image: Array, content: Array, shape: Array, sigma: float) -> Array:
     """Blend `content` into `image` (in place) through a blurred copy of `shape`; return the thresholded alpha.
 
     The label is where the content weighs at least half: near the edge the pixels are mixtures, so the true
@@ -143,7 +143,7 @@ def generate_sample(seed: int, index: int, style: SyntheticStyle = SyntheticStyl
         shape = _random_shape(rng, s, (s * 0.08, s * 0.22)).astype(bool)
         texture = _stripes(rng, s, style) + rng.uniform(-style.fg_offset, style.fg_offset)
         if style.edge_softness > 0:
-            shape = _soft_paste(image, light + texture, shape, style.edge_softness)
+            shape = soft_paste(image, light + texture, shape, style.edge_softness)
         else:
             image[shape] = light[shape] + texture[shape]  # the shape hides what was below it
         mask |= shape

@@ -24,6 +24,7 @@ from seg.model.network import build_network
 from seg.run.config_check import check_value_types
 from seg.run.config_tree import print_config_tree
 from seg.run.loggers import build_loggers, finish_loggers
+from seg.run.provenance import source_commit
 from seg.run.resolvers import register_resolvers
 from seg.run.rundir import check_space, claim
 
@@ -147,6 +148,7 @@ def train(cfg: DictConfig) -> dict:
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "run_dir": str(run_dir),
+        "commit": source_commit(),  # the code that made these numbers ("-dirty": with uncommitted changes)
     }
     if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
         run_dir.mkdir(parents=True, exist_ok=True)

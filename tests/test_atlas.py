@@ -1,0 +1,175 @@
+"""The atlas renderer on fabricated sweep folders with known numbers: lr selection, paired cells, Holm, gaps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from seg.data.generate import SyntheticSource
+from seg.study.atlas import atlas_cells, best_scales, holm, load_runs, lr_grid, verdict
+from seg.study.atlas_report import condition_facts
+
+BCE = np.array([0.80, 0.81, 0.79, 0.82, 0.80, 0.81])
+TANH = BCE + [0.010, 0.012, 0.011, 0.009, 0.010, 0.011]  # a large, consistent gain: mean +0.0105
+SMSE = BCE + [0.003, -0.004, 0.001, -0.002, 0.004, -0.001]  # no effect
+FLIPS_BCE = np.array([0.70, 0.72, 0.71, 0.69, 0.70, 0.71])
+FLIPS_TANH = FLIPS_BCE + [0.006, 0.001, 0.007, 0.002, 0.005, 0.002]  # paired-t p = 0.0129 alone
+SEEDS = range(10, 16)
+LR = {"adamw": 6e-3}
+
+
+class Sweep:
+    def __init__(self, root, experiment):
+        self.root, self.experiment, self.count = root, experiment, 0
+        root.mkdir(parents=True)
+        (root / "multirun.yaml").write_text("{}\n")
+
+    def job(self, head, seed, *, scale=1.0, condition=None, val=None, test=None, noise=None):
+        job = self.root / str(self.count)
+        self.count += 1
+        (job / ".hydra").mkdir(parents=True)
+        overrides = [f"head={head}", f"seed={seed}", f"lr_scale={scale:g}", f"experiment={self.experiment}"]
+        overrides += [f"condition={condition}"] if condition else []
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if test is None and val is None:
+            return  # died before its summary
+        summary = {
+            "head": head,
+            "seed": seed,
+            "val/iou": val or test,
+            "test/iou": test or val,
+            "train_seconds": 60.0,
+            "global_step": 120,
+            "commit": "abc1234",
+        }
+        (job / "summary.json").write_text(json.dumps(summary))
+        data = {
+            "root": str(self.root / "no-data"),
+            "batch_size": 16,
+            "source": {"size": 32, "counts": {"train": 320, "val": 200, "test": 200}},
+            "label_noise": noise,
+        }
+        config = {
+            "optimizer": {"lr": LR["adamw"] * scale},
+            "data": data,
+            "trainer": {"max_epochs": 6, "check_val_every_n_epoch": 2},
+        }
+        (job / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture
+def atlas(tmp_path):
+    selection = Sweep(tmp_path / "atlas_lr", "atlas_lr")
+    for seed in (0, 1):
+        for head, at_01, at_1 in (("sigmoid_bce", 0.70, 0.80), ("tanh_mse", 0.75, 0.79), ("sigmoid_mse", 0.82, 0.78)):
+            selection.job(head, seed, scale=0.1, val=at_01 + 0.001 * seed, test=0.1)  # test must not matter
+            selection.job(head, seed, scale=1.0, val=at_1 + 0.001 * seed, test=0.1)
+    confirm = Sweep(tmp_path / "atlas_confirm", "atlas_confirm")
+    for i, seed in enumerate(SEEDS):
+        for head, values in (("sigmoid_bce", BCE), ("tanh_mse", TANH), ("sigmoid_mse", SMSE)):
+            confirm.job(head, seed, test=values[i])
+        if i < 3:  # sigmoid_mse at its chosen lr_scale 0.1: three of six seeds ran
+            confirm.job("sigmoid_mse", seed, scale=0.1, test=SMSE[i] + 0.01)
+    data = Sweep(tmp_path / "atlas_data", "atlas_data")
+    flips = {
+        "_target_": "seg.data.label_noise.LabelNoise",
+        "level": 1.0,
+        "jitter": 0.0,
+        "drop": 0.0,
+        "flip": 0.1,
+        "seed": 0,
+    }
+    for i, seed in enumerate(SEEDS):
+        data.job("sigmoid_bce", seed, condition="flips", test=FLIPS_BCE[i], noise=flips)
+        data.job("tanh_mse", seed, condition="flips", test=FLIPS_TANH[i], noise=flips)
+    data.job("tanh_mse", 16, condition="flips")  # failed
+    return [selection.root, confirm.root, data.root]
+
+
+def cells_by_name(cells):
+    return {(c.context, c.comparison): c for c in cells}
+
+
+def test_each_heads_lr_is_picked_on_mean_val_iou_of_the_selection_seeds(atlas):
+    grid = lr_grid(load_runs(atlas))
+    assert {(p.head, p.lr_scale): p.lr for p in grid}[("sigmoid_mse", 0.1)] == pytest.approx(6e-4)
+    assert best_scales(grid) == {
+        ("adamw", "sigmoid_bce"): 1.0,
+        ("adamw", "tanh_mse"): 1.0,
+        ("adamw", "sigmoid_mse"): 0.1,
+    }
+
+
+def test_cells_are_paired_by_seed_on_measurement_runs_only(atlas):
+    cells = cells_by_name(atlas_cells(load_runs(atlas)))
+    shared = cells[("plain · adamw · shared lr", "tanh_mse − sigmoid_bce")].stats
+    assert shared["n"] == 6 and shared["mean_diff"] == pytest.approx(0.0105)
+    from scipy import stats
+
+    assert shared["t_p"] == pytest.approx(stats.ttest_rel(TANH, BCE).pvalue)
+    matched = cells[("plain · adamw · matched lr", "sigmoid_mse − sigmoid_bce")]
+    assert matched.scales == (0.1, 1.0) and matched.stats["n"] == 3  # only the seeds both sides ran
+    assert matched.stats["mean_diff"] == pytest.approx(np.mean(SMSE[:3] + 0.01 - BCE[:3]))
+    assert any("lr_scale=0.1 head=sigmoid_mse" in item for item in matched.missing)  # the command that fills it
+    # tanh_mse and sigmoid_bce both chose the shared lr: no separate matched cell (it would count twice in Holm)
+    assert ("plain · adamw · matched lr", "tanh_mse − sigmoid_bce") not in cells
+
+
+def test_holm_by_hand():
+    assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert holm([0.5]) == [0.5]
+    assert holm([0.3, 0.3]) == [0.6, 0.6]
+
+
+def test_holm_turns_a_nominal_difference_into_a_non_result_in_a_larger_family(atlas):
+    alone = cells_by_name(atlas_cells(load_runs(atlas[2:])))[("flips · adamw · shared lr", "tanh_mse − sigmoid_bce")]
+    assert alone.stats["t_p"] == pytest.approx(0.01287, abs=1e-4)
+    assert alone.p_holm == pytest.approx(alone.stats["t_p"])  # a family of one
+    assert verdict(alone).startswith("tanh_mse better by 0.0038 (Holm p = 0.0129")
+
+    cells = atlas_cells(load_runs(atlas))
+    family = [c for c in cells if c.p_holm == c.p_holm]
+    flips = cells_by_name(cells)[("flips · adamw · shared lr", "tanh_mse − sigmoid_bce")]
+    smaller = sum(c.stats["t_p"] < flips.stats["t_p"] for c in family)
+    assert flips.p_holm >= (len(family) - smaller) * flips.stats["t_p"] > 0.05
+    assert "not significant after Holm" in verdict(flips)
+    no_effect = cells_by_name(cells)[("plain · adamw · shared lr", "sigmoid_mse − sigmoid_bce")]
+    assert verdict(no_effect).startswith("no difference resolved")
+
+
+def test_rendered_report_names_every_number_gap_and_failure(atlas, tmp_path):
+    from scripts.atlas import main
+
+    out = tmp_path / "rendered"
+    report = main([*map(str, atlas), "--out", str(out)]).read_text()
+    assert (out / "heatmap.png").stat().st_size > 10_000 and (out / "learning_rates.png").stat().st_size > 10_000
+    assert "| plain | adamw | shared lr (1 / 1) | tanh_mse − sigmoid_bce | 6 | +0.0105*" in report
+    assert "python train.py -m experiment=atlas_confirm optimizer=adamw lr_scale=0.1 head=sigmoid_mse" in report
+    assert "no summary.json (failed or unfinished)" in report and "seed 16" in report
+    assert "abc1234" in report and "32 px images, 320 training images" in report
+    cells = json.loads((out / "cells.json").read_text())
+    assert {c["comparison"] for c in cells} == {
+        "tanh_mse − sigmoid_bce",
+        "sigmoid_mse − sigmoid_bce",
+        "tanh_mse − sigmoid_mse",
+    }
+
+
+def test_condition_facts_are_measured_on_the_data_the_run_read(tmp_path, atlas):
+    root = tmp_path / "flipsdata"
+    SyntheticSource(seed=0, counts={"train": 30, "val": 2, "test": 10}, size=32).ensure(root)
+    run = next(r for r in load_runs(atlas) if r.condition == "flips" and r.summary)
+    config = yaml.safe_load((run.path / "config.yaml").read_text())
+    config["data"]["root"] = str(root)
+    (run.path / "config.yaml").write_text(yaml.safe_dump(config))
+    facts = condition_facts(run)
+    from seg.data.synthetic import SyntheticStyle, generate_sample
+
+    masks = [generate_sample(0, 2_000_000 + i, SyntheticStyle(size=32))[1] for i in range(10)]
+    assert facts["foreground"] == pytest.approx(np.mean([m.mean() for m in masks]))
+    assert 0 < facts["threshold_iou"] < 0.6
+    assert facts["changed"] == pytest.approx(0.1, abs=0.02)  # flip 0.1 of the training pixels
+    assert 0.85 < facts["foreground_kept"] < 0.95
