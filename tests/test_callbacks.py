@@ -129,10 +129,6 @@ def test_picture_history_keeps_a_bounded_evenly_spread_set():
 
 
 def test_only_the_latest_and_the_kept_history_stay_on_disk(tmp_path):
-    from types import SimpleNamespace
-
-    from lightning.pytorch.trainer.states import TrainerFn
-
     from seg.heads import SigmoidBCE
 
     callback = PredictionImages(dirpath=tmp_path, num_images=1, max_pictures=3)
@@ -140,10 +136,41 @@ def test_only_the_latest_and_the_kept_history_stay_on_disk(tmp_path):
     callback._batch = {"image": image, "mask": (image > 0.5).float()}
     module = _Decider(SigmoidBCE())
     for epoch in range(10):
-        trainer = SimpleNamespace(
-            sanity_checking=False, state=SimpleNamespace(fn=TrainerFn.FITTING), is_global_zero=True,
-            current_epoch=epoch, loggers=[], global_step=epoch,
-        )  # fmt: skip
-        callback.on_validation_epoch_end(trainer, module)
+        callback.on_validation_epoch_end(picture_trainer(epoch, step=epoch), module)
     names = sorted(p.name for p in tmp_path.glob("*.png"))
     assert names == ["epoch_000.png", "epoch_004.png", "epoch_008.png", "epoch_009.png"]  # history + the latest
+
+
+def picture_trainer(epoch: int, step: int):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    return SimpleNamespace(
+        sanity_checking=False, state=SimpleNamespace(fn=TrainerFn.FITTING), is_global_zero=True,
+        current_epoch=epoch, loggers=[], global_step=step,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("epochs", "trained_after_the_last_validation", "drawn"),
+    [
+        (5, False, [0, 2, 4]),  # the last validation is on the schedule
+        (4, False, [0, 2, 3]),  # it is not: drawn when training ends, with the weights it scored
+        (4, True, [0, 2]),  # steps ran after it (e.g. max_steps mid-epoch): those weights were never validated
+    ],
+)
+def test_pictures_every_n_epochs_and_after_the_last_validation(
+    tmp_path, epochs, trained_after_the_last_validation, drawn
+):
+    from seg.heads import SigmoidBCE
+
+    callback = PredictionImages(dirpath=tmp_path, num_images=1, every_n_epochs=2)
+    image = torch.rand(1, 1, 16, 16)
+    callback._batch = {"image": image, "mask": (image > 0.5).float()}
+    module = _Decider(SigmoidBCE())
+    for epoch in range(epochs):
+        callback.on_validation_epoch_end(picture_trainer(epoch, step=10 * (epoch + 1)), module)
+    end = 10 * epochs + (3 if trained_after_the_last_validation else 0)
+    callback.on_train_end(picture_trainer(epochs - 1, step=end), module)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [f"epoch_{e:03d}.png" for e in drawn]

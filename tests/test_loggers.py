@@ -42,7 +42,7 @@ def test_default_loggers_record_config_tags_metrics_and_images(tiny_cfg):
     events.Reload()
     assert METRICS - {"test/iou", "test/dice"} <= set(events.Tags()["scalars"])  # test/* go to a later events file
     images = events.Images("val/predictions")
-    assert [image.step for image in images] == [4, 8]  # one picture per validation, at its global step
+    assert [image.step for image in images] == [4, 8]  # epoch 0's and the last validation's, at their global steps
 
 
 def test_logger_options_combine_as_a_list(tiny_cfg):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -57,3 +59,38 @@ def test_module_accumulates_over_batches_of_the_split(name):
     result = trainer.validate(module, DataLoader(data, batch_size=1), verbose=False)[0]
     assert result["val/iou"] == pytest.approx(HAND_IOU)
     assert result["val/dice"] == pytest.approx(HAND_DICE)
+
+
+class EpochMetrics(L.Callback):
+    """Its own IoU and Dice over each training epoch's batches, from the logits the training steps return."""
+
+    def __init__(self) -> None:
+        self.metrics = segmentation_metrics("train")
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        decision = pl_module.head.predict(outputs["logits"])
+        self.metrics.update(*as_metric_input(decision, batch["mask"], batch["valid"]))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs.append({key: float(value) for key, value in self.metrics.compute().items()})
+        self.metrics.reset()
+
+
+def test_train_iou_and_dice_are_each_epochs_own(tiny_cfg):
+    """Logged once per epoch (not as metric objects at every step): over that epoch's batches, none before."""
+    from seg.run.train import build
+    from tests.conftest import logged_rows
+
+    cfg = tiny_cfg("trainer.max_epochs=3", "optimizer.lr=1e-2")
+    module, datamodule, trainer = build(cfg)
+    expected = EpochMetrics()
+    trainer.callbacks.append(expected)
+    trainer.fit(module, datamodule=datamodule)
+    rows = [row for row in logged_rows(Path(cfg.paths.output_dir)) if row["train/iou"]]
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    for row, own in zip(rows, expected.epochs, strict=True):
+        assert float(row["train/iou"]) == pytest.approx(own["train/iou"], rel=1e-6)
+        assert float(row["train/dice"]) == pytest.approx(own["train/dice"], rel=1e-6)
+    assert len({round(e["train/iou"], 6) for e in expected.epochs}) == 3  # the epochs differ: a real comparison
+    assert float(trainer.callback_metrics["train/iou"]) == expected.epochs[-1]["train/iou"]

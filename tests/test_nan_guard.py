@@ -74,3 +74,27 @@ def test_deferred_no_checkpoint_is_written_after_a_skipped_step(tmp_path):
 def test_deferred_the_end_of_training_is_a_check():
     module, error, trainer = fit(bad_step=6, guard=StopOnNonFiniteLoss(deferred=True, check_every_n_steps=1000))
     assert "not finite at step 6" in str(error) and trainer.global_step == 8
+
+
+def test_deferred_no_weights_only_best_checkpoint_holds_a_skipped_step(tmp_path):
+    """best.ckpt is saved weights-only, which calls no callback's on_save_checkpoint: the end of validation is the
+    check instead, before ModelCheckpoint writes."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    images = torch.rand(8, 1, 4, 4)
+    images[2, 0, 0, 0] = 1000.0  # step 2's loss is NaN
+    data = [
+        {"image": image, "mask": (image > 0.5).float(), "valid": torch.ones(1, 4, 4, dtype=torch.bool)}
+        for image in images
+    ]
+    module = SegmentationModule(net=PoisonedNet(), head=build_head("sigmoid_bce"), optimizer=torch.optim.SGD)
+    module.optimizer_factory = lambda params: torch.optim.SGD(params, lr=0.1)
+    best = ModelCheckpoint(dirpath=tmp_path, filename="best", monitor="val/iou", mode="max", save_weights_only=True)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[StopOnNonFiniteLoss(deferred=True, check_every_n_steps=1000), best], num_sanity_val_steps=0,
+    )  # fmt: skip
+    valid_images = DataLoader(data[3:], batch_size=5)  # no poisoned image: validation itself is finite
+    with pytest.raises(TrainingDiverged, match="not finite at step 2"):
+        trainer.fit(module, DataLoader(data, batch_size=1), valid_images)
+    assert trainer.global_step == 8 and not (tmp_path / "best.ckpt").exists()

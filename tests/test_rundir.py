@@ -78,7 +78,7 @@ def test_a_nan_loss_stops_training_at_once_with_one_message(tiny_cfg, tmp_path, 
 
     monkeypatch.setattr(SigmoidBCE, "loss", loss)
     with pytest.raises(TrainingDiverged) as stopped:
-        train(tiny_cfg())
+        train(tiny_cfg("callbacks.resumable_checkpoint.every_n_train_steps=4"))  # last.ckpt at step 4, epoch 0's end
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert str(stopped.value) == (
         f"train/loss is nan at step 5 (epoch 1, head sigmoid_bce); training stopped, last good checkpoint: {last};"

@@ -65,8 +65,16 @@ class SegmentationModule(L.LightningModule):
             prog_bar=not on_step,
             sync_dist=not on_step,
         )
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if stage != "train":  # training's once per epoch, in on_train_epoch_end
+            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return {"loss": loss, "logits": logits.detach()}  # callbacks (diagnostics, pictures) read the logits
+
+    def on_train_epoch_end(self) -> None:
+        # The epoch's train/iou and train/dice, as logging the metric objects at every step would give them: that
+        # cost ~3 ms a step (Lightning moves each logged metric object to the device at every self.log).
+        if any(metric.update_count for metric in self.train_metrics.values()):  # none when no batch trained
+            self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "train")

@@ -12,6 +12,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 register_resolvers()  # build() resolves optimizer.lr (`seg.times`) also where train.py's entry point did not run
 REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")
 LAST_EPOCH = ("train/iou", "train/dice")  # of the last training epoch, as logged during it (what debug=overfit reads)
-CHECKPOINT_FILES = 2  # best.ckpt and last.ckpt (conf/callbacks/default.yaml)
 OPTIMIZABLE = (*REPORTED, *LAST_EPOCH, "train_seconds")  # the float entries of summary.json
 
 
@@ -116,7 +116,7 @@ def train(cfg: DictConfig) -> dict:
     print_config_tree(cfg, run_dir / "config_tree.log")
     module, datamodule, trainer = build(cfg)
     refuse_ddp_in_multirun(trainer)
-    check_space(run_dir, CHECKPOINT_FILES * checkpoint_bytes(module))
+    check_space(run_dir, checkpoint_bytes(module))
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
@@ -159,13 +159,16 @@ def train(cfg: DictConfig) -> dict:
 
 
 def checkpoint_bytes(module: L.LightningModule) -> int:
-    """About the size of one checkpoint: the weights and AdamW's two moments per parameter."""
-    return 3 * sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    """About what the run's two checkpoints take (conf/callbacks/default.yaml): last.ckpt holds the weights and
+    AdamW's two moments per parameter, best.ckpt the weights alone."""
+    weights = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    return 3 * weights + weights
 
 
 def _best_checkpoint(trainer: L.Trainer) -> Path | None:
-    callback = trainer.checkpoint_callback
-    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    """best.ckpt of the first ModelCheckpoint (ResumableCheckpoint, which writes last.ckpt, is a Checkpoint too)."""
+    callback = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    path = callback.best_model_path if callback is not None else ""
     return Path(path) if path and Path(path).exists() else None
 
 

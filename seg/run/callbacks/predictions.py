@@ -23,34 +23,59 @@ GAP = 8  # white pixels between tiles
 
 
 class PredictionImages(L.Callback):
-    """After each validation during fit: one no-grad forward pass on the first `num_images` validation images.
+    """After the validations of every `every_n_epochs`-th epoch (0, n, 2n, ...) and after the last validation of
+    the run: one no-grad forward pass on the first `num_images` validation images, drawn as one picture.
 
     Each tile is drawn at about `tile_size` pixels on its longer side whatever the image size: a 64 px image is
     enlarged 4x (each pixel a 4x4 square, so pixels stay visible), a 565x584 DRIVE image is shrunk to 248x256.
-    The picture of the latest validation is always on disk as `dirpath/epoch_XXX.png`; of the earlier ones at
-    most `max_pictures` are kept, evenly spread (`PictureHistory`), and only those go to TensorBoard (tag
-    `val/predictions`), whose event file cannot forget: a 300-epoch run keeps 20 files and logs 59 pictures.
+    The picture of the latest drawn validation is always on disk as `dirpath/epoch_XXX.png`; of the earlier ones
+    at most `max_pictures` are kept, evenly spread (`PictureHistory`), and only those go to TensorBoard (tag
+    `val/predictions`), whose event file cannot forget: a 300-epoch run drawing every epoch keeps 20 files and
+    logs 59 pictures. The last validation's picture is drawn when training ends (`on_train_end`), with the
+    weights that validation scored: nothing has trained since (when something has, e.g. max_steps stopped
+    training mid-epoch, it is not drawn).
     """
 
     def __init__(
-        self, *, dirpath: str | Path, num_images: int = 6, tile_size: int = 256, max_pictures: int = 20
+        self,
+        *,
+        dirpath: str | Path,
+        num_images: int = 6,
+        tile_size: int = 256,
+        every_n_epochs: int = 1,
+        max_pictures: int = 20,
     ) -> None:
         super().__init__()
         self.dirpath = Path(dirpath)
         self.num_images = num_images
         self.tile_size = tile_size
+        self.every_n_epochs = max(every_n_epochs, 1)
         self.history = PictureHistory(max_pictures)
         self._batch: dict[str, Tensor] | None = None  # the fixed images, on the CPU, gathered once
         self._latest: int | None = None  # epoch of the newest picture; removed later unless history keeps it
+        self._undrawn: tuple[int, int] | None = None  # (epoch, step) of the latest validation, when not drawn
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Only during fit: the final trainer.validate() re-scores the best checkpoint, not a new epoch.
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not trainer.is_global_zero:
             return
+        epoch = trainer.current_epoch
+        if epoch % self.every_n_epochs:
+            self._undrawn = (epoch, trainer.global_step)
+            return
+        self._undrawn = None
+        self.draw(trainer, pl_module, epoch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._undrawn is not None and self._undrawn[1] == trainer.global_step and trainer.is_global_zero:
+            self.draw(trainer, pl_module, self._undrawn[0])  # the last validation, off the schedule
+        self._undrawn = None
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+        """Render the picture of `epoch`'s validation, save it, log it to TensorBoard if history keeps it."""
         if self._batch is None:
             self._batch = first_images(trainer.val_dataloaders, self.num_images)
         picture = self.render(pl_module)  # (3, H', W') float in [0, 1]
-        epoch = trainer.current_epoch
         kept, dropped = self.history.add(epoch)
         if kept:
             for logger in trainer.loggers:

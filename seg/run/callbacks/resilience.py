@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from torch import Tensor
 
 from seg.errors import Interrupted, TrainingDiverged
@@ -15,28 +15,36 @@ from seg.errors import Interrupted, TrainingDiverged
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class ResumableCheckpoint(Callback):
-    """Keeps `dirpath/last.ckpt` fresh: every `every_n_train_steps` steps, and on SIGINT/SIGTERM.
+class ResumableCheckpoint(Checkpoint):
+    """Writes `dirpath/last.ckpt`, the full training state a run resumes from: after `every_n_train_steps` steps
+    without a save, at the end of training, and on SIGINT/SIGTERM.
 
-    ModelCheckpoint(save_last=True) already writes last.ckpt at each epoch's end; this adds mid-epoch
-    saves (a SIGKILL loses at most `every_n_train_steps` steps) and the save on a signal. Lightning 2.6
-    does neither by itself: Ctrl+C raises KeyboardInterrupt wherever the process is (possibly inside an
-    optimizer step), and SIGTERM only stops at the end of the epoch, without a checkpoint. Here a signal
-    is noted and acted on after the current training batch, where the state is consistent: the checkpoint
-    is the one a periodic save at that step would write, and resuming from it is exact. A signal during
-    an epoch's last batch or its validation stops after the epoch-end save instead. A second Ctrl+C stops
-    at once. A signal during the last epoch's validation lets the run finish.
+    The step count runs from the last save (or the start), and is checked after every training batch and at each
+    epoch's end, so a SIGKILL loses at most `every_n_train_steps` steps however long an epoch is, and an epoch of a
+    few steps does not write ~135 MB each time (`null`: no periodic saves). Lightning 2.6 does neither by itself:
+    Ctrl+C raises KeyboardInterrupt wherever the process is (possibly inside an optimizer step), and SIGTERM only
+    stops at the end of the epoch, without a checkpoint. Here a signal is noted and acted on after the current
+    training batch, where the state is consistent: the checkpoint is the one a periodic save at that step would
+    write, and resuming from it is exact. A signal during an epoch's last batch or its validation is acted on at
+    that epoch's end: saved there, stopped before the next batch. A second Ctrl+C stops at once. A signal during
+    the last epoch's validation lets the run finish.
+
+    A `Checkpoint`, not a plain Callback: Lightning runs checkpoint callbacks after all others, in their order, so
+    a save at an epoch's end comes after the ModelCheckpoint listed before this one has taken that epoch's
+    best-checkpoint decision, which the saved state records. (Saved before it, a resumed run could overwrite
+    best.ckpt with a worse model.)
     """
 
     def __init__(self, *, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_train_steps = every_n_train_steps
         self.received: int | None = None
-        self._saved_step = -1
+        self._saved_step = 0
         self._previous_handlers: dict[int, object] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.received = None
+        self._saved_step = trainer.global_step  # a resumed run counts from the checkpoint it resumed from
         for signum in SIGNALS:
             self._previous_handlers[signum] = signal.getsignal(signum)
             signal.signal(signum, self._note)
@@ -47,23 +55,34 @@ class ResumableCheckpoint(Callback):
         self.received = signum
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        # A signal noted during the previous epoch's last batch or its validation: that epoch's end already
-        # wrote last.ckpt (ModelCheckpoint save_last), the point Lightning resumes from exactly. Saving at the
-        # epoch's last batch or in on_train_epoch_end instead gave a resumed run a different best.ckpt.
+        # A signal noted during the previous epoch's last batch or its validation: that epoch's end saved
+        # last.ckpt (on_train_epoch_end), the point Lightning resumes from exactly.
         if self.received is not None and batch_idx == 0:
             self._stop(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if batch_idx + 1 >= trainer.num_training_batches:
-            return  # the epoch-end checkpoint follows, after validation (see on_train_batch_start)
+            return  # the epoch's end follows, after validation: on_train_epoch_end saves if it is time
         if self.received is not None:
-            trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
+            self._save(trainer)
             self._stop(trainer)
-        step = trainer.global_step
-        # step, not batch: with gradient accumulation several batches share a step; save once
-        if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_step:
-            trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
-            self._saved_step = step
+        if self._due(trainer):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.received is not None or self._due(trainer) or _last_epoch(trainer):
+            self._save(trainer)
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        # steps, not batches: with gradient accumulation several batches share a step; save once
+        every = self.every_n_train_steps
+        return bool(every) and trainer.global_step - self._saved_step >= every
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.global_step == self._saved_step:
+            return  # nothing trained since the last save (or since the checkpoint this run resumed from)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
+        self._saved_step = trainer.global_step
 
     def _stop(self, trainer: L.Trainer) -> None:
         name = signal.Signals(self.received).name
@@ -93,8 +112,9 @@ class StopOnNonFiniteLoss(Callback):
     an accelerator reading it every step would be a device sync per step, so the check stays on the device: a
     step whose loss is not finite has its gradients zeroed before the optimizer runs (the update applied is
     finite), the first such step is remembered on the device, and the host reads that once every
-    `check_every_n_steps` steps, before every checkpoint save (so no checkpoint holds a skipped step) and at the
-    end of training, and then stops with the same message. `deferred` forces either behaviour (tests).
+    `check_every_n_steps` steps, before every checkpoint save (so no checkpoint holds a skipped step: at the end of
+    each validation for the weights-only best.ckpt) and at the end of training, and then stops with the same
+    message. `deferred` forces either behaviour (tests).
     The checkpoints written so far are left as they are: the message names the last one.
     """
 
@@ -134,6 +154,11 @@ class StopOnNonFiniteLoss(Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         self._check(trainer, pl_module)  # raised while the checkpoint is assembled: nothing is written
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A weights-only save (best.ckpt) calls no callback's on_save_checkpoint; ModelCheckpoint makes it after
+        # this hook (checkpoint callbacks run last), at this validation's end or at the epoch's.
+        self._check(trainer, pl_module)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer, pl_module)
 
@@ -149,6 +174,13 @@ class StopOnNonFiniteLoss(Callback):
             f"{what} (epoch {trainer.current_epoch}, head {head}); training stopped, last good checkpoint:"
             f" {_last_checkpoint(trainer)}; lower optimizer.lr or set trainer.gradient_clip_val"
         )
+
+
+def _last_epoch(trainer: L.Trainer) -> bool:
+    """At an epoch's end: whether training stops after it (epoch or step budget spent, or a callback asked)."""
+    epochs_done = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+    steps_done = trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps
+    return epochs_done or steps_done or trainer.should_stop
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str:
