@@ -214,7 +214,8 @@ def _schedule_section(runs) -> list[str]:
         "## Schedule of every cell",
         "",
         f"{data['source']['size']} px images, {data['source']['counts']['train']} training images, batch "
-        f"{data['batch_size']}, {trainer['max_epochs']} epochs ({', '.join(map(str, steps))} steps), OneCycle "
+        f"{data['batch_size']}, {trainer['max_epochs']} epochs ({', '.join(map(str, steps))} steps; a condition that "
+        "needs a longer schedule says so in its table below), OneCycle "
         f"to the peak lr, validation every {trainer['check_val_every_n_epoch']} epochs on "
         f"{data['source']['counts']['val']} images (best.ckpt by val IoU), test on {data['source']['counts']['test']} "
         "images. One CPU thread per job.",
@@ -307,8 +308,8 @@ def _conditions_section(runs) -> list[str]:
         "label noise, the fraction of training-mask pixels it changes and of foreground pixels it keeps. Model "
         f"IoU: mean test IoU of {BASELINE} under {DEFAULT_OPTIMIZER} at the shared lr (measurement seeds).",
         "",
-        "| condition | data folder | foreground | threshold IoU | model IoU | label pixels changed | foreground kept |",
-        "|---|---|---|---|---|---|---|",
+        "| condition | data folder | epochs (steps) | foreground | threshold IoU | model IoU | label pixels changed | foreground kept |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for condition, run in sorted(by_condition.items()):
         facts = condition_facts(run)
@@ -318,10 +319,23 @@ def _conditions_section(runs) -> list[str]:
             if (cond, optimizer, scale, head) == (condition, DEFAULT_OPTIMIZER, SHARED_SCALE, BASELINE)
         ]
         lines.append(
-            f"| {condition} | `{facts['root']}` | {_pct(facts.get('foreground'))} | {fmt(facts.get('threshold_iou'), 3)}"
+            f"| {condition} | `{facts['root']}` | {_schedule(runs, condition)} | {_pct(facts.get('foreground'))} | {fmt(facts.get('threshold_iou'), 3)}"
             f" | {fmt(float(np.mean(model)) if model else math.nan, 3)} | {_pct(facts.get('changed'))} | {_pct(facts.get('foreground_kept'))} |"
         )
     return lines
+
+
+def _schedule(runs, condition: str) -> str:
+    """The schedules the condition's measurement runs used, e.g. "6 (120)"; several if they differ."""
+    seen = sorted(
+        {
+            (r.summary.get("epochs"), r.summary.get("global_step"))
+            for r in runs
+            if r.condition == condition and r.summary is not None and not r.selection
+        },
+        key=str,
+    )
+    return ", ".join(f"{epochs} ({steps})" for epochs, steps in seen)
 
 
 def _pct(x) -> str:
