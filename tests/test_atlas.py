@@ -25,7 +25,9 @@ class Sweep:
     def __init__(self, root, experiment):
         self.root, self.experiment, self.count = root, experiment, 0
         root.mkdir(parents=True)
-        (root / "multirun.yaml").write_text("{}\n")
+        (root / "multirun.yaml").write_text(
+            yaml.safe_dump({"hydra": {"overrides": {"task": [f"experiment={experiment}"]}}})
+        )
 
     def job(self, head, seed, *, scale=1.0, condition=None, val=None, test=None, noise=None):
         job = self.root / str(self.count)
@@ -150,6 +152,7 @@ def test_rendered_report_names_every_number_gap_and_failure(atlas, tmp_path):
     assert "python train.py -m experiment=atlas_confirm optimizer=adamw lr_scale=0.1 head=sigmoid_mse" in report
     assert "no summary.json (failed or unfinished)" in report and "seed 16" in report
     assert "abc1234" in report and "32 px images, 320 training images" in report
+    assert "`python train.py -m experiment=atlas_data`" in report
     cells = json.loads((out / "cells.json").read_text())
     assert {c["comparison"] for c in cells} == {
         "tanh_mse − sigmoid_bce",

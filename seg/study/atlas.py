@@ -257,6 +257,7 @@ class Arm:
     wall_seconds: float  # from the sweep's start (multirun.yaml) to its last summary.json
     train_seconds: float  # the jobs' own fit time, summed
     commit: str
+    command: str  # the sweep's command line, from Hydra's multirun.yaml
 
 
 def describe_arms(directories: list[Path], runs: list[Run]) -> list[Arm]:
@@ -272,6 +273,11 @@ def describe_arms(directories: list[Path], runs: list[Run]) -> list[Arm]:
         if not commits and commit_file.exists():
             commits = {commit_file.read_text().strip()}
         experiments = {_experiment(r) for r in members}
+        command = "?"
+        if start_file.exists():
+            task = (yaml.safe_load(start_file.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task")
+            if task is not None:
+                command = "python train.py -m " + " ".join(task)
         arms.append(
             Arm(
                 path=directory,
@@ -281,6 +287,7 @@ def describe_arms(directories: list[Path], runs: list[Run]) -> list[Arm]:
                 wall_seconds=end - start,
                 train_seconds=sum(float(r.summary.get("train_seconds", 0)) for r in finished),
                 commit=", ".join(sorted(commits)) or "not recorded",
+                command=command,
             )
         )
     return arms

@@ -197,7 +197,7 @@ def _arms_section(directories, runs) -> list[str]:
     for arm in describe_arms(directories, runs):
         wall = "n/a" if math.isnan(arm.wall_seconds) else f"{arm.wall_seconds / 60:.1f} min"
         lines.append(
-            f"| `{arm.path.name}` | {arm.experiment} | {arm.jobs} | {arm.finished} | {wall}"
+            f"| `{arm.path.parent.name}/{arm.path.name}` | `{arm.command}` | {arm.jobs} | {arm.finished} | {wall}"
             f" | {arm.train_seconds / 60:.1f} min | {arm.commit} |"
         )
     return lines + [""]
