@@ -191,7 +191,7 @@ def _arms_section(directories, runs) -> list[str]:
     lines = [
         "## Arms",
         "",
-        "| sweep folder | experiment | jobs | finished | wall | summed fit time | commit |",
+        "| sweep folder | command | jobs | finished | wall | summed fit time | commit |",
         "|---|---|---|---|---|---|---|",
     ]
     for arm in describe_arms(directories, runs):
