@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from seg.paths import PROJECT_DIR
+from tests.conftest import run_cli
 
 
 def test_bench_prints_the_ratios_as_its_last_line(tmp_path):
     tiny = [f"data.root={tmp_path / 'data'}", "data.source.counts={train: 64, val: 8, test: 8}", "data.source.size=32"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_DIR / "scripts" / "bench.py"),
-            "--steps",
-            "3",
-            "--warmup",
-            "1",
-            "--repeats",
-            "2",
-            *tiny,
-        ],
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli(
+        "--steps", "3", "--warmup", "1", "--repeats", "2", *tiny,
+        script="scripts/bench.py", timeout=300, OMP_NUM_THREADS="1",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     figures = json.loads(lines[-1])
@@ -49,27 +33,10 @@ def test_end_to_end_mode_times_whole_runs_and_says_where_the_time_goes(tmp_path)
     """Both sides train the same steps to the same weights; the project side is train(): it writes its files."""
     tiny = [f"data.root={tmp_path / 'data'}", "data.source.counts={train: 64, val: 8, test: 8}", "data.source.size=32"]
     out = tmp_path / "runs"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_DIR / "scripts" / "bench.py"),
-            "--end-to-end",
-            "--epochs",
-            "2",
-            "--repeats",
-            "2",
-            "--warmup",
-            "1",
-            "--profile",
-            "--out",
-            str(out),
-            *tiny,
-        ],
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_cli(
+        "--end-to-end", "--epochs", "2", "--repeats", "2", "--warmup", "1", "--profile", "--out", str(out), *tiny,
+        script="scripts/bench.py", timeout=600, OMP_NUM_THREADS="1",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["bare_seconds"] > 0 and figures["project_seconds"] > 0

@@ -38,7 +38,7 @@ from seg.study.atlas import (  # noqa: E402
     to_json,
     verdict,
 )
-from seg.study.report import fmt, fmt_p  # noqa: E402
+from seg.study.report import fmt, fmt_p, save_figure  # noqa: E402
 
 MARKS = {0: "", 1: "°", 2: "*"}  # in the heatmap and the table
 
@@ -85,9 +85,7 @@ def write_heatmap(cells: list[Cell], path: Path) -> bool:
     ax.set_yticks(range(len(contexts)), contexts, fontsize=8)
     ax.set_title(f"Δ test IoU (paired by seed); * Holm p < {ALPHA} and both 95% CIs exclude 0; ° CIs only", fontsize=9)
     fig.colorbar(image, ax=ax, label="mean Δ test IoU")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -115,9 +113,7 @@ def write_lr_figure(runs: list[Run], path: Path) -> bool:
         ax.set_title(f"{optimizer}: ring = the head's chosen lr", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
