@@ -50,10 +50,15 @@ class Run:
     optimizer: str
     lr_scale: float
     seed: str
-    selection: bool  # an atlas_lr job: picks learning rates, never enters a verdict
+    experiment: str  # the experiment= it ran under ("?" without one)
     path: Path
     summary: dict | None  # None: the job failed or is still running
     lr: float | None  # the optimizer's resolved lr, from the run's config.yaml
+
+    @property
+    def selection(self) -> bool:
+        """An atlas_lr job: picks learning rates, never enters a verdict."""
+        return self.experiment == SELECTION_EXPERIMENT
 
 
 def to_run(job: Job) -> Run:
@@ -68,7 +73,7 @@ def to_run(job: Job) -> Run:
         optimizer=o.get("optimizer", DEFAULT_OPTIMIZER),
         lr_scale=float(o.get("lr_scale", SHARED_SCALE)),
         seed=job.seed,
-        selection=o.get("experiment") == SELECTION_EXPERIMENT,
+        experiment=o.get("experiment", "?"),
         path=job.path,
         summary=job.summary,
         lr=lr,
@@ -272,7 +277,7 @@ def describe_arms(directories: list[Path], runs: list[Run]) -> list[Arm]:
         commit_file = directory / "commit.txt"  # for sweeps that predate summary.json's commit
         if not commits and commit_file.exists():
             commits = {commit_file.read_text().strip()}
-        experiments = {_experiment(r) for r in members}
+        experiments = {r.experiment for r in members}
         command = "?"
         if start_file.exists():
             task = (yaml.safe_load(start_file.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task")
@@ -291,14 +296,6 @@ def describe_arms(directories: list[Path], runs: list[Run]) -> list[Arm]:
             )
         )
     return arms
-
-
-def _experiment(run: Run) -> str:
-    overrides = run.path / ".hydra" / "overrides.yaml"
-    for item in yaml.safe_load(overrides.read_text()) or []:
-        if item.startswith("experiment="):
-            return item.split("=", 1)[1]
-    return "?"
 
 
 def failed_runs(runs: list[Run]) -> list[Run]:
