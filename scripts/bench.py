@@ -147,7 +147,8 @@ def bench_config(args: argparse.Namespace, tmp: Path):
         overrides += [
             f"data.root=data/bench_{args.size}",
             f"data.source.size={args.size}",
-            "data.source.counts={train: 512, val: 16, test: 16}",
+            # 64 batches of 16: room for the default warm-up and steps (35) inside one epoch, and for --steps 55
+            "data.source.counts={train: 1024, val: 16, test: 16}",
         ]
     if args.precision:
         overrides.append(f"trainer.precision={args.precision}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fsspec
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -99,3 +100,11 @@ def test_file_checkpoint_io_replaces_the_file_whole(tmp_path, monkeypatch):
     assert torch.load(path, weights_only=True)["step"] == 2  # the previous checkpoint is whole
     with pytest.raises(TypeError, match="storage_options"):
         io.save_checkpoint({"step": 4}, path, storage_options={"x": 1})
+
+
+def test_file_checkpoint_io_leaves_remote_paths_to_lightning():
+    # memory:// stands for s3:// and the like: not a local file, so Lightning's own (fsspec) writer saves it
+    path = "memory://checkpoints/remote.ckpt"
+    FileCheckpointIO().save_checkpoint({"step": 7}, path)
+    with fsspec.open(path, "rb") as file:
+        assert torch.load(file, weights_only=True)["step"] == 7

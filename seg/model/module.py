@@ -73,7 +73,9 @@ class SegmentationModule(L.LightningModule):
         # The epoch's train/iou and train/dice, as logging the metric objects at every step would give them: that
         # cost ~3 ms a step (Lightning moves each logged metric object to the device at every self.log).
         if any(metric.update_count for metric in self.train_metrics.values()):  # none when no batch trained
-            self.log_dict(self.train_metrics.compute())
+            # compute() already gathers the counts of every DDP rank (torchmetrics); sync_dist only says so to
+            # Lightning, which otherwise warns under DDP: one all-reduce of equal values per epoch.
+            self.log_dict(self.train_metrics.compute(), sync_dist=True)
         self.train_metrics.reset()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
