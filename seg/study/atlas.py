@@ -256,7 +256,6 @@ class Arm:
     """One sweep folder: what ran, at which commit, how long it took."""
 
     path: Path
-    experiment: str
     jobs: int
     finished: int
     wall_seconds: float  # from the sweep's start (multirun.yaml) to its last summary.json
@@ -277,7 +276,6 @@ def describe_arms(directories: list[Path], runs: list[Run]) -> list[Arm]:
         commit_file = directory / "commit.txt"  # for sweeps that predate summary.json's commit
         if not commits and commit_file.exists():
             commits = {commit_file.read_text().strip()}
-        experiments = {r.experiment for r in members}
         command = "?"
         if start_file.exists():
             task = (yaml.safe_load(start_file.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task")
@@ -286,7 +284,6 @@ def describe_arms(directories: list[Path], runs: list[Run]) -> list[Arm]:
         arms.append(
             Arm(
                 path=directory,
-                experiment=", ".join(sorted(experiments)) or "?",
                 jobs=len(members),
                 finished=len(finished),
                 wall_seconds=end - start,
