@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,11 +102,6 @@ def run_cli(
     )
 
 
-# Debian's Chromium, not Playwright's browser download (unreachable here); the same flags as scripts/explorer.py.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
 def _no_browser(reason: str) -> None:
     """Skip where no browser can be had; under CI (which installs one, see .ci/run) a missing browser is a failure."""
     if os.environ.get("CI"):
@@ -117,18 +111,14 @@ def _no_browser(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def chromium():
-    """One headless Chromium for the session, driven by Playwright."""
+    """One headless Chromium for the session, launched as scripts/explorer.py launches it (scripts/browser.py)."""
+    from scripts.browser import NoBrowser, chromium
+
     try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _no_browser("playwright is not installed: pip install playwright (its browser download is not needed)")
-    executable = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
-    if executable is None:
-        _no_browser("no Chromium on PATH: apt-get install chromium (Debian) to run the browser tests")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        with chromium() as browser:
+            yield browser
+    except NoBrowser as missing:
+        _no_browser(str(missing))
 
 
 @pytest.fixture

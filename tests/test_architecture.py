@@ -1,6 +1,6 @@
 """The folder tree is the architecture, and imports only point one way.
 
-Layers, from the bottom: the shared base (seg.errors, seg.paths); the heads and the data pipeline (and the
+Layers, from the bottom: the shared base (seg.errors, seg.paths, seg.adapters); the heads and the data pipeline (and the
 public-set converters), which import nothing else of seg; the model (network, LightningModule, metrics,
 schedules); then the three users of the model: running a job (seg.run), using a checkpoint (seg.inference) and
 the head study (seg.study). No module of seg imports an entry point (train.py, eval.py, predict.py, scripts/).
@@ -16,7 +16,7 @@ import pytest
 from seg.paths import PROJECT_DIR
 
 SEG = PROJECT_DIR / "seg"
-BASE = {"seg", "seg.errors", "seg.paths"}
+BASE = {"seg", "seg.errors", "seg.paths", "seg.adapters"}  # adapters: the library internals relied on
 # What each part may import from seg, besides itself and the base.
 ALLOWED = {
     "seg.heads": set(),

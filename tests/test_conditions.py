@@ -15,7 +15,7 @@ from seg.data.baselines import threshold_iou
 from seg.data.synthetic import _curve, generate_sample, soft_paste
 from tests.conftest import compose_config
 
-N = 120  # images per condition: enough for a stable foreground fraction, ~1 s to generate at 32 px
+N = 120  # images per condition: enough for a stable foreground fraction, few enough to generate in the fast suite
 ATLAS = ["experiment=atlas"]  # the atlas's 32 px
 SQUARE = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
 

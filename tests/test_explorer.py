@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg.errors import UserError
-from seg.heads import Head, SigmoidBCE, SigmoidFocal, logits_with_decision
+from seg.heads import Head, SigmoidFocal, logits_with_decision
 from seg.paths import PROJECT_DIR
 
 spec = importlib.util.spec_from_file_location("explorer", PROJECT_DIR / "scripts" / "explorer.py")
@@ -21,7 +20,19 @@ explorer = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(explorer)
 
 HEADS = {head.name: head for head in explorer.load_heads()}
-SHOWN = [name for name, head in HEADS.items() if head.pixelwise]  # every per-pixel head in conf/head
+CONFIGS = sorted(path.stem for path in (PROJECT_DIR / "conf" / "head").glob("*.yaml"))
+
+
+def couples_pixels(head: Head) -> bool:
+    """Whether a two-pixel image's loss differs from the mean of its pixels' own losses (Dice, Lovasz: it does)."""
+    z = torch.tensor([1.5, -4.0], dtype=torch.float64).view(1, 1, 1, 2)
+    mask = torch.tensor([0.0, 1.0], dtype=torch.float64).view(1, 1, 1, 2)
+    both = head.loss(logits_with_decision(head, z), mask).item()
+    alone = [head.loss(logits_with_decision(head, z[..., i : i + 1]), mask[..., i : i + 1]).item() for i in (0, 1)]
+    return abs(both - sum(alone) / 2) > 1e-9
+
+
+SHOWN = [name for name in CONFIGS if not couples_pixels(HEADS[name])]  # every per-pixel head in conf/head
 Z_GRID = np.linspace(-8, 8, 321)  # step 0.05
 TOLERANCE = 1e-6  # absolute, on losses, gradients, probabilities and descent trajectories
 
@@ -74,15 +85,43 @@ def test_committed_page_is_current(page_file):
     assert not re.search(r"\b(src|href)\s*=|@import|url\(\s*['\"]?http|fetch\(|XMLHttpRequest", committed)
 
 
-def test_a_per_pixel_head_without_a_formula_is_refused():
-    class ReweightedBCE(SigmoidBCE):  # a new head class: the page cannot know its math
-        name = "reweighted_bce"
+def test_every_head_of_conf_is_shown_or_named_as_left_out():
+    data = explorer.page_data(list(HEADS.values()))
+    shown, left_out = [spec["name"] for spec in data["heads"]], data["leftOut"]
+    assert sorted(shown) == SHOWN and sorted(shown + left_out) == CONFIGS
+    assert left_out and all(couples_pixels(HEADS[name]) for name in left_out)
+    compared = explorer.compared_heads()  # the study's pair (conf/experiment/compare_heads.yaml) comes first
+    assert shown[: len(compared)] == compared and shown[len(compared) :] == sorted(shown[len(compared) :])
 
-    with pytest.raises(UserError, match="FORMULA_OF"):
-        explorer.page_heads([ReweightedBCE()])
-    assert [s["name"] for s in explorer.page_heads(list(HEADS.values()))] == [
-        "sigmoid_bce", "tanh_mse", "sigmoid_mse", "focal", "softmax_ce",
-    ]  # fmt: skip
+
+class HalfBCE:
+    """A head no code of the explorer knows: half sigmoid_bce's loss, through the public methods only."""
+
+    name, out_channels = "half_bce", 1
+
+    def loss(self, logits, mask):
+        return HEADS["sigmoid_bce"].loss(logits, mask) / 2
+
+    def probability(self, logits):
+        return HEADS["sigmoid_bce"].probability(logits)
+
+
+def test_a_new_per_pixel_head_appears_with_its_own_numbers(browser_page, tmp_path):
+    page_file = tmp_path / "new.html"
+    page_file.write_text(explorer.render([HalfBCE(), HEADS["dice"]]))
+    page, requested = browser_page
+    page.goto(page_file.as_uri())
+    assert page.evaluate("[explorer.heads, explorer.leftOut]") == [["half_bce"], ["dice"]]
+    assert "Left out: dice" in page.text_content("footer")
+    z_grid = Z_GRID[::4].tolist()
+    for y in (0, 1):
+        computed = page.evaluate(
+            "([zs, y]) => zs.map((z) => [explorer.loss('half_bce', z, y), explorer.grad('half_bce', z, y)])",
+            [z_grid, y],
+        )
+        reference = [head_at(HalfBCE(), z, y)[:2] for z in z_grid]
+        np.testing.assert_allclose(computed, reference, rtol=0, atol=TOLERANCE, err_msg=f"half_bce y={y}")
+    assert requested == [page_file.as_uri()]
 
 
 def test_page_numbers_are_the_heads(browser_page, page_url):

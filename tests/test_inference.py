@@ -124,7 +124,7 @@ def test_torchscript_export_matches_the_pytorch_model(tiny_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def onnx_export(tiny_run, tmp_path_factory) -> dict:
-    """The default export (format=onnx) of the tiny run, once: torch.export takes ~15 s of CPU."""
+    """The default export (format=onnx) of the tiny run, once: torch.export is the slowest step of these tests."""
     for package in ("onnx", "onnxscript", "onnxruntime"):
         pytest.importorskip(package)
     output = tmp_path_factory.mktemp("onnx") / "best.onnx"

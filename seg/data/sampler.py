@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sized
 
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
+from seg.adapters import batches_trained_this_epoch
 from seg.data.augment import mix_seed
 
 
@@ -63,13 +63,31 @@ def stream_position(trainer) -> dict[str, int]:
     Checkpoints are written after a training batch (mid-epoch, or on a signal) or after the epoch's last
     batch (with its validation): `processed` counts the batches of the current epoch already trained on.
     """
-    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    done = batches_trained_this_epoch(trainer)
     if done >= trainer.num_training_batches:
         return {"epoch": trainer.current_epoch + 1, "batches_done": 0}
     return {"epoch": trainer.current_epoch, "batches_done": done}
 
 
-def evaluation_sampler(dataset: Sized, trainer) -> UnrepeatedDistributedSampler | None:
+class EvaluationShard(DistributedSampler):
+    """Rank r of w takes images r, r + w, r + 2w, ... of the split, in order: every image once over all ranks.
+
+    A torch DistributedSampler, so that Lightning keeps it instead of putting its own in its place.
+    """
+
+    def __init__(self, dataset: Sized, *, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(self._indices())  # DistributedSampler's own count pads to a multiple of the ranks
+        self.total_size = len(dataset)
+
+    def _indices(self) -> range:
+        return range(self.rank, len(self.dataset), self.num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices())
+
+
+def evaluation_sampler(dataset: Sized, trainer) -> EvaluationShard | None:
     """Under DDP, each rank's share of a val/test split, every image exactly once; None in one process.
 
     Lightning's default for evaluation is torch's DistributedSampler, which pads the split with repeated
@@ -79,6 +97,4 @@ def evaluation_sampler(dataset: Sized, trainer) -> UnrepeatedDistributedSampler 
     """
     if trainer is None or trainer.world_size <= 1:
         return None
-    return UnrepeatedDistributedSampler(
-        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-    )
+    return EvaluationShard(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank)

@@ -124,7 +124,7 @@ def inspect(pair: Pair) -> Record:
         mask = read_mask(mask_path)
     except DataError as error:
         return {"error": str(error)}
-    # cv2.meanStdDev is ~30x faster than numpy sums over a float64 copy (0.3 vs 10 ms at 512x512x3)
+    # cv2.meanStdDev: one pass over the image in its own dtype, where numpy sums would need a float64 copy first
     mean, std = (values.ravel() / FULL_SCALE[image.dtype] for values in cv2.meanStdDev(image))
     pixels = image.shape[0] * image.shape[1]
     return {

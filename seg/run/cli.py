@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
 import sys
 import warnings
 from contextlib import contextmanager
@@ -19,10 +18,9 @@ from hydra.errors import (
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
+from seg.adapters import NULL_GROUP, RANK_ZERO_LOGGERS, RESUME_WARNINGS, TIP, WEIGHTS_ONLY, hydra_raises_errors
 from seg.errors import Interrupted, UserError
 from seg.paths import PROJECT_DIR
-
-FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: raise its errors instead of printing them over several lines
 
 
 @contextmanager
@@ -46,7 +44,6 @@ def report_user_errors():
         _fail(f"{key} is required here: pass {key}=<value> on the command line")
 
 
-NULL_GROUP = "Config group override must be a string or a list"
 CONF_DIR = PROJECT_DIR / "conf"
 
 
@@ -55,29 +52,28 @@ def report_config_errors():
     """Around an entry point's Hydra `main()`: a mistake in the command line (an unknown option, key or
     override syntax) is one `error:` line and exit status 2, like every other mistake.
 
-    Hydra prints these itself, over several lines ending in a hint about HYDRA_FULL_ERROR; with that variable
-    set it raises them instead, and they are caught here. A user who sets it gets Hydra's full report.
+    Hydra prints these itself, over several lines ending in a hint about HYDRA_FULL_ERROR; inside
+    `hydra_raises_errors` it raises them instead, and they are caught here. A user who sets HYDRA_FULL_ERROR=1 gets
+    Hydra's full report.
     """
-    if os.environ.get(FULL_ERROR) == "1":
-        yield
-        return
-    os.environ[FULL_ERROR] = "1"
-    try:
-        yield
-    except (ConfigCompositionException, OverrideParseException) as error:
-        _fail(config_error_line(error))
-    except ValueError as error:  # Hydra's message for `group=null` names neither the group nor the fix
-        if not str(error).startswith(NULL_GROUP):
-            raise
-        _fail(null_group_line(sys.argv[1:]))
-    finally:
-        os.environ.pop(FULL_ERROR, None)
+    with hydra_raises_errors() as raising:
+        if not raising:
+            yield
+            return
+        try:
+            yield
+        except (ConfigCompositionException, OverrideParseException) as error:
+            _fail(config_error_line(error))
+        except ValueError as error:  # Hydra's ValueError for `group=null` names neither the group nor the fix
+            if not str(error).startswith(NULL_GROUP):
+                raise
+            _fail(null_group_line(sys.argv[1:]))
 
 
 def null_group_line(args: list[str]) -> str:
     """`scheduler=null` on the command line: a config group takes one of its options' names."""
     given = next((arg for arg in args if arg.endswith("=null") and (CONF_DIR / arg[: -len("=null")]).is_dir()), None)
-    if given is None:
+    if given is None:  # set to null by a config file (an experiment's `override /group: null`)
         return "a config group was set to null; give one of its options' names, or remove the group with ~GROUP"
     group = given[: -len("=null")]
     options = sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
@@ -95,8 +91,10 @@ def config_error_line(error: Exception) -> str:
             " characters (key='a,b'), see https://hydra.cc/docs/advanced/override_grammar/basic"
         )
     cause = error.__cause__
-    override = re.search(r"To append to your config use \+(\S+)", str(error))
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and override:
+    override = (
+        override_of(cause.full_key, sys.argv[1:]) if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) else None
+    )
+    if override:
         parent = cause.parent_node
         known = [str(key) for key in parent] if isinstance(parent, DictConfig) else []
         where = cause.full_key.rpartition(".")[0] or "the config"
@@ -104,10 +102,19 @@ def config_error_line(error: Exception) -> str:
         hint = f"did you mean {_dotted(where, close[0])}?" if close else "check the spelling"
         script = os.path.basename(sys.argv[0]) or "train.py"
         return (
-            f"{override.group(1)}: {where} has no key {cause.key!r}; {hint} (`python {script} --cfg job` prints"
-            f" every key), or add a new key with +{override.group(1)}"
+            f"{override}: {where} has no key {cause.key!r}; {hint} (`python {script} --cfg job` prints"
+            f" every key), or add a new key with +{override}"
         )
     return _one_line(error)
+
+
+def override_of(key: str, args: list[str]) -> str | None:
+    """The command-line override that sets `key` or a key under it (`trainer.nope=1` for trainer.nope)."""
+    for arg in args:
+        name = arg.partition("=")[0].lstrip("~+")
+        if "=" in arg and (name == key or name.startswith(key + ".")):
+            return arg
+    return None
 
 
 def _dotted(parent: str, key: str) -> str:
@@ -129,7 +136,7 @@ def _fail(message: str) -> None:
 
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("💡 Tip")
+        return not record.getMessage().startswith(TIP)
 
 
 class _DropRepeats(logging.Filter):
@@ -159,10 +166,6 @@ class _DropMessage(logging.Filter):
         return not record.getMessage().startswith(self.start)
 
 
-LIGHTNING_INFO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-# Logged at INFO by every trainer.save_checkpoint(path) that does not pass weights_only (lightning 2.6):
-# our checkpoints are full on purpose (resumable), so the line says nothing. Dozens of times a run.
-WEIGHTS_ONLY = ("lightning.pytorch.trainer.connectors.checkpoint_connector", "`weights_only` was not set")
 _drop_tips, _drop_repeats, _drop_weights_only = _DropTips(), _DropRepeats(), _DropMessage(WEIGHTS_ONLY[1])
 
 
@@ -173,13 +176,10 @@ def quiet_library_noise() -> None:
     each run (each job of a multirun): the lines are shown once per run.
     """
     _drop_repeats.seen.clear()
-    for name in LIGHTNING_INFO:
+    for name in RANK_ZERO_LOGGERS:
         logging.getLogger(name).addFilter(_drop_tips)  # the same filter object is added only once
         logging.getLogger(name).addFilter(_drop_repeats)
     logging.getLogger(WEIGHTS_ONLY[0]).addFilter(_drop_weights_only)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # On resume (seg/inference/checkpoint.py) these are expected and wrong: the datamodule restores the training
-    # stream's position (seg/data/sampler.py), the CSV logger appends, and run.json guards the directory.
-    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
-    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    for message in RESUME_WARNINGS:  # expected on a resume (seg/inference/checkpoint.py), and wrong there
+        warnings.filterwarnings("ignore", message=message)
