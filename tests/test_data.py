@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from seg.data.baselines import threshold_iou
 from seg.data.generate import SyntheticSource
 from seg.data.synthetic import SyntheticStyle, generate_sample
 from seg.errors import DataError
+from seg.study.baselines import threshold_iou
 
 TINY = {"train": 4, "val": 2, "test": 2}
 
