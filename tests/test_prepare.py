@@ -420,7 +420,7 @@ def test_damaged_jpegs_are_reencoded_and_empty_masks_named(tmp_path, capfd):
 
 
 def test_libjpeg_messages_are_captured_and_other_output_passed_on(capfd):
-    from seg.prepare.common import libjpeg_messages
+    from seg.prepare.libjpeg import libjpeg_messages
 
     with libjpeg_messages() as messages:
         os.write(2, b"progress bar\n")  # e.g. a refresh from the progress bar's thread
