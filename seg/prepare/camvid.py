@@ -58,7 +58,9 @@ def plan(source: Source) -> Plan:
         for key in keys:
             jobs += pair_jobs(split, Job(images[key].name, [images[key]]), Job(labels[key].name, [labels[key]]))
         counts[split] = len(keys)
-    return Plan(jobs, counts=counts, notes={"classes": dict(enumerate(CLASSES))}, warnings=warnings)
+    return Plan(
+        jobs, counts=counts, notes={"classes": {str(i): name for i, name in enumerate(CLASSES)}}, warnings=warnings
+    )
 
 
 DATASET = Dataset(
