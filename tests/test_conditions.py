@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from seg.data.baselines import threshold_iou
 from seg.data.synthetic import _curve, generate_sample, soft_paste
+from seg.study.baselines import threshold_iou
 from tests.conftest import compose_config
 
 N = 120  # images per condition: enough for a stable foreground fraction, few enough to generate in the fast suite

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from seg.data.baselines import threshold_iou
 from seg.data.generate import SyntheticSource
 from seg.data.synthetic import SyntheticStyle, generate_sample
 from seg.errors import DataError
+from seg.study.baselines import threshold_iou
 
 TINY = {"train": 4, "val": 2, "test": 2}
 
@@ -109,3 +109,11 @@ def test_concurrent_jobs_generate_once_and_completely(tmp_path):
     assert [job.exitcode for job in jobs] == [0, 0, 0]
     assert SyntheticSource(seed=0, counts={"train": 40, "val": 10, "test": 10}, size=32).is_complete(root)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".synthetic.lock", "synthetic"]  # no temp folders left
+
+
+def test_channel_mismatch_is_one_line_naming_the_file_the_counts_and_the_fix():
+    from seg.data.channels import channel_mismatch
+
+    assert channel_mismatch("a.png", 3, 3, against="the model takes", fix="convert it") is None
+    message = channel_mismatch("a.png", 1, 3, against="the model takes", fix="set data.in_channels=1")
+    assert message == "a.png: has 1 channel(s) but the model takes 3; set data.in_channels=1"

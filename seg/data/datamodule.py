@@ -19,6 +19,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, get_worker_info
 
 from seg.data.augment import seed_augmentation
+from seg.data.channels import channel_mismatch
 from seg.data.collate import PadCollate
 from seg.data.folder import SegmentationFolder
 from seg.data.layout import SPLITS, find_splits
@@ -117,10 +118,14 @@ class FolderDataModule(L.LightningDataModule):
             self.std = self.std or std
             log.info("normalization measured on %d training images: mean %s, std %s", len(train_records), mean, std)
         for key, values in (("mean", self.mean), ("std", self.std)):
-            if len(values) != self.in_channels:
-                raise DataError(
-                    f"data.{key} has {len(values)} value(s) but the images have {self.in_channels} channel(s); give one per channel or set data.{key}=auto"
-                )
+            if wrong := channel_mismatch(
+                f"data.{key}",
+                len(values),
+                self.in_channels,
+                against="the images have",
+                fix=f"give one value per channel or set data.{key}=auto",
+            ):
+                raise DataError(wrong)
         if len(pairs["train"]) < self.batch_size:  # drop_last: not one batch, the run would train nothing
             raise DataError(
                 f"data.batch_size={self.batch_size} but the train split of {self.root} has {len(pairs['train'])} image(s):"

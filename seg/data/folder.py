@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seg.data.augment import seed_augmentation
+from seg.data.channels import channel_mismatch
 from seg.data.layout import Pair
 from seg.data.masks import IGNORE, MaskPolicy
 from seg.data.reading import normalize, read_image, read_mask, to_unit_range
@@ -56,10 +57,10 @@ class SegmentationFolder(Dataset):
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
         image = read_image(image_path)
-        if image.shape[2] != len(self.mean):
-            raise DataError(
-                f"{image_path}: has {image.shape[2]} channel(s) but data.mean/std have {len(self.mean)}; give one value per channel"
-            )
+        if wrong := channel_mismatch(
+            image_path, image.shape[2], len(self.mean), against="data.mean/std have", fix="give one value per channel"
+        ):
+            raise DataError(wrong)
         mask = self.policy.decode(read_mask(mask_path), mask_path)
         if mask.shape != image.shape[:2]:
             raise DataError(

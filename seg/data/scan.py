@@ -24,6 +24,7 @@ import numpy as np
 from filelock import FileLock
 from rich.progress import Progress
 
+from seg.data.channels import channel_mismatch
 from seg.data.layout import Pair
 from seg.data.masks import MaskPolicy
 from seg.data.reading import FULL_SCALE, read_image, read_mask
@@ -67,11 +68,16 @@ def problems(
             )
         elif policy.unexpected(record["mask_values"]):
             found.append(policy.unexpected_message(mask, policy.unexpected(record["mask_values"])))
-        elif in_channels is not None and record["channels"] != in_channels:
-            found.append(
-                f"{image}: has {record['channels']} channel(s) but the model takes {in_channels}; set data.in_channels="
-                f"{record['channels']} (or auto), or convert the images"
+        elif in_channels is not None and (
+            wrong := channel_mismatch(
+                image,
+                record["channels"],
+                in_channels,
+                against="the model takes",
+                fix=f"set data.in_channels={record['channels']} (or auto), or convert the images",
             )
+        ):
+            found.append(wrong)
     return found
 
 

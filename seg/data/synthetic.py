@@ -12,7 +12,7 @@ the same picture:
   local background, thin curvilinear structures, and small ring-like objects;
 - a light blur and pixel noise on top.
 
-The mask is the union of the foreground layers. `threshold_iou` in `seg.data.baselines` measures how far a
+The mask is the union of the foreground layers. `threshold_iou` in `seg.study.baselines` measures how far a
 grey threshold gets (far less than the U-Net): the dataset needs the network.
 """
 

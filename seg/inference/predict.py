@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from seg.data.channels import channel_mismatch
 from seg.data.collate import pad_bottom_right, padded_size
 from seg.data.reading import IMAGE_SUFFIXES, normalize, read_image, to_unit_range
 from seg.errors import DataError, UserError
@@ -102,8 +103,10 @@ def predict_files(
     for path in paths:
         try:
             image = read_image(path)
-            if image.shape[2] != int(data.in_channels):
-                raise DataError(f"{path}: has {image.shape[2]} channel(s) but the model takes {data.in_channels}")
+            if wrong := channel_mismatch(
+                path, image.shape[2], int(data.in_channels), against="the model takes", fix="convert the image"
+            ):
+                raise DataError(wrong)
         except DataError as error:
             skip(path, str(error).removeprefix(f"{path}: "))
             continue

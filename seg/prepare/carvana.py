@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import random
 
-from seg.prepare.common import Dataset, Job, Member, Plan, Source, gif_to_png, pair_jobs, paired_stems
+from seg.prepare.convert import gif_to_png
+from seg.prepare.plan import Dataset, Job, Plan, pair_jobs, paired_stems
+from seg.prepare.source import Member, Source
 
 SPLIT = {"val": 0.1, "test": 0.1, "seed": 0}  # fractions of the cars (not of the images); the rest is train
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from seg.errors import DataError
-from seg.prepare.common import Dataset, Job, Plan, Source, binary_mask, pair_jobs, png_bytes
+from seg.prepare.convert import binary_mask, png_bytes
+from seg.prepare.plan import Dataset, Job, Plan, pair_jobs
+from seg.prepare.source import Source
 
 SPLITS = {"training": "train", "test": "test"}
 VESSEL, BACKGROUND, OUTSIDE = 255, 0, 128  # mask values written; conf/data/drive.yaml lists them

@@ -10,7 +10,8 @@ at full size: by default (--max-side 1024) larger images and their masks are shr
 
 from __future__ import annotations
 
-from seg.prepare.common import Dataset, Job, Plan, Source, pair_jobs
+from seg.prepare.plan import Dataset, Job, Plan, pair_jobs
+from seg.prepare.source import Source
 
 SPLITS = {"training": "train", "validation": "val", "test": "test"}  # the archives' split name -> ours
 MASK_SUFFIX = "_segmentation"

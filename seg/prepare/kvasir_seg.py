@@ -8,7 +8,9 @@ so the preset lists the two values exactly.
 
 from __future__ import annotations
 
-from seg.prepare.common import Dataset, Job, Plan, Source, pair_jobs, paired_stems, threshold_to_png
+from seg.prepare.convert import threshold_to_png
+from seg.prepare.plan import Dataset, Job, Plan, pair_jobs, paired_stems
+from seg.prepare.source import Source
 
 IMAGE_SUFFIX = r"\.(?:jpe?g|png)"
 THRESHOLD = 128  # decoded grey >= this is polyp

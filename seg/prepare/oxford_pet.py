@@ -6,7 +6,7 @@ The official split is kept: trainval -> train (the data module splits val off it
 RGB JPEGs (grey, CMYK, PNG or GIF data, an alpha channel): they are converted to RGB PNGs with the same stem,
 so every image has 3 channels; a file that cannot be decoded at all is skipped with a warning. Two JPEGs
 (beagle_116, chihuahua_121) are damaged but decodable and seven trimaps have no pet pixel: `write_plan`'s
-checks re-encode the former as lossless PNGs and name the latter (see `seg.prepare.common.Checks`).
+checks re-encode the former as lossless PNGs and name the latter (see `seg.prepare.checks.Checks`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from seg.prepare.common import Dataset, Job, Member, Plan, Source, open_image, pair_jobs, png_bytes
+from seg.prepare.convert import open_image, png_bytes
+from seg.prepare.plan import Dataset, Job, Plan, pair_jobs
+from seg.prepare.source import Member, Source
 
 SPLIT_LISTS = {"trainval": "train", "test": "test"}  # annotations/<list>.txt -> our split
 

@@ -15,7 +15,6 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from seg.data.baselines import threshold_iou  # noqa: E402
 from seg.paths import resolve_project_path  # noqa: E402
 from seg.study.atlas import (  # noqa: E402
     ALPHA,
@@ -38,6 +37,7 @@ from seg.study.atlas import (  # noqa: E402
     to_json,
     verdict,
 )
+from seg.study.baselines import threshold_iou  # noqa: E402
 from seg.study.report import fmt, fmt_p, save_figure  # noqa: E402
 
 MARKS = {0: "", 1: "°", 2: "*"}  # in the heatmap and the table
@@ -300,7 +300,7 @@ def _conditions_section(runs) -> list[str]:
         "## Data conditions",
         "",
         "Measured on the data each cell read: foreground fraction and the best global grey-threshold IoU of the "
-        "test split (oracle threshold and blur, seg/data/baselines.py: the floor the network must clear); for "
+        "test split (oracle threshold and blur, seg/study/baselines.py: the floor the network must clear); for "
         "label noise, the fraction of training-mask pixels it changes and of foreground pixels it keeps. Model "
         f"IoU: mean test IoU of {BASELINE} under {DEFAULT_OPTIMIZER} at the shared lr (measurement seeds).",
         "",
