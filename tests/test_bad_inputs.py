@@ -1,4 +1,4 @@
-"""The bad-input catalogue (README "Bad input"): each mistake a user can make on the command line or in their files
+"""The bad-input catalogue (docs/bad-input.md): each mistake a user can make on the command line or in their files
 is refused with one `error:` line naming the file, key or value and what to do; exit status 2, no traceback, and
 the user's files untouched.
 
@@ -411,6 +411,18 @@ CATALOGUE = [
         args=("ckpt={user}/nope.ckpt", "input={data}/test/images", "output={run}"),
     ),
     Case(
+        "value out of range (predict)",
+        r"^batch_size=0: must be a whole number >= 1$",
+        script="predict.py",
+        args=("ckpt={user}/nope.ckpt", "input={data}/test/images", "output={run}", "batch_size=0"),
+    ),
+    Case(
+        "value out of range (export)",
+        r"^tolerance=-1: must be a number > 0$",
+        script="scripts/export.py",
+        args=("ckpt={user}/nope.ckpt", "tolerance=-1"),
+    ),
+    Case(
         "truncated checkpoint (eval)",
         r"best\.ckpt: cannot be read as a checkpoint \(\w+\); use a \.ckpt a run wrote$",
         script="eval.py",
@@ -542,8 +554,8 @@ def test_a_bad_input_is_refused_in_one_line_by_a_real_process(case, user, tmp_pa
     assert snapshot(user) == before
 
 
-def test_the_catalogue_in_the_readme_lists_every_case():
-    readme = (PROJECT_DIR / "README.md").read_text()
-    section = readme.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+def test_the_catalogue_in_the_docs_lists_every_case():
+    page = (PROJECT_DIR / "docs" / "bad-input.md").read_text()
+    section = page.split("## The catalogue", 1)[1].split("\n## ", 1)[0]
     listed = re.findall(r"^\| ([^|]+?) \|", section, flags=re.MULTILINE)[1:]  # past the header
     assert sorted(listed) == sorted(case.id for case in CATALOGUE)

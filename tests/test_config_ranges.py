@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from seg.errors import UserError
@@ -120,3 +121,18 @@ def test_every_declared_range_refuses_some_value():
     cfg = composed()
     for pattern, allowed in RANGES.items():
         assert allowed.numbers == () or allowed.outside(cfg) is not None, pattern
+
+
+@pytest.mark.parametrize("name", ["eval", "predict", "export"])
+def test_every_value_of_the_other_entry_points_has_a_range_and_is_refused_outside_it(name):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=name)
+    check_values(cfg)
+    found = checked_leaves(cfg)
+    assert [key for key, _ in found if allowed_for(key) is None] == []
+    for key, value in found:
+        bad = allowed_for(key).outside(cfg)
+        OmegaConf.update(cfg, key, bad)
+        with pytest.raises(UserError, match=rf"^{re.escape(key)}={re.escape(str(bad))}: must be "):
+            check_value_ranges(cfg)
+        OmegaConf.update(cfg, key, value)
