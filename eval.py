@@ -6,12 +6,14 @@ from rich.console import Console
 
 from seg.inference.evaluate import evaluate
 from seg.run.cli import quiet_library_noise, report_config_errors, report_user_errors
+from seg.run.config_check import check_value_ranges
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     quiet_library_noise()
     with report_user_errors():
+        check_value_ranges(cfg)  # batch_size=0: one line, before the checkpoint is read
         report = evaluate(cfg)
         spread = report["per_image_iou"]
         Console().print(

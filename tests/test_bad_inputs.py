@@ -1,4 +1,4 @@
-"""The bad-input catalogue (README "Bad input"): each mistake a user can make on the command line or in their files
+"""The bad-input catalogue (docs/bad-input.md): each mistake a user can make on the command line or in their files
 is refused with one `error:` line naming the file, key or value and what to do; exit status 2, no traceback, and
 the user's files untouched.
 
@@ -10,8 +10,10 @@ command-line rows also run as a real process; the slow marker runs every other r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import re
 import runpy
 import shutil
@@ -28,8 +30,10 @@ import pytest
 import torch
 
 import seg.run.train  # noqa: F401  Lightning's log handlers bind to stderr now, not to one test's capture of it
+from seg.data.datamodule import FolderDataModule
+from seg.model.module import CONFIG_KEY
 from seg.paths import PROJECT_DIR
-from seg.run import rundir
+from seg.run import checkpoint_io, rundir
 from tests.conftest import run_cli, write_tiny_folder_dataset
 
 TRAIN_ARGS = (  # the tiny folder dataset of conftest, one epoch, batches of 2, no loader processes
@@ -53,6 +57,7 @@ class Case:
     patch: Callable[[pytest.MonkeyPatch], None] | None = None  # in this process only
     env: dict[str, str] = field(default_factory=dict)  # in a real process: what `patch` does
     command_line: bool = False  # a mistake on the command line: also run as a real process by default
+    changes: tuple[str, ...] = ()  # files under {user} the fault itself changes during the run (not the code's doing)
 
 
 def write(path: Path, content: bytes) -> None:
@@ -85,6 +90,51 @@ def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
+
+
+def disk_full_at_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up while the first checkpoint is written: torch.save writes part of it, then ENOSPC."""
+
+    def save(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", save)
+
+
+def after_the_validation_pass(change: Callable[[Path], None]) -> Callable[[pytest.MonkeyPatch], None]:
+    """A data file changes between the validation pass (the datamodule's setup) and training reading it."""
+
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        setup = FolderDataModule.setup
+
+        def setup_then_change(self, stage=None):
+            setup(self, stage)
+            change(self.root)
+
+        monkeypatch.setattr(FolderDataModule, "setup", setup_then_change)
+
+    return patch
+
+
+def a_checkpoint(path: Path, *, config: bool = True, truncate: bool = False) -> None:
+    """A checkpoint-like torch file: with this project's config key or not (another tool's), whole or cut short."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = {"state_dict": {"net.weight": torch.zeros(4096)}, "epoch": 3}
+    torch.save({**content, CONFIG_KEY: {"seed": 0}} if config else content, path)
+    if truncate:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def a_run_with(checkpoint: Callable[[Path], None]) -> Callable[[Path], None]:
+    """A run directory beside the user's folder (`{user}/../old`) whose last.ckpt is made by `checkpoint`."""
+
+    def make(user: Path) -> None:
+        another_runs_directory(user.parent)
+        (user.parent / "old_run").rename(user.parent / "old")
+        checkpoint(user.parent / "old" / "checkpoints" / "last.ckpt")
+
+    return make
 
 
 def grey(value: int) -> np.ndarray:
@@ -238,6 +288,22 @@ CATALOGUE = [
         args=("data.batch_size=-3",),
     ),
     Case(
+        "negative learning rate",
+        r"^optimizer\.lr=-1: must be a number >= 0$",
+        args=("optimizer.lr=-1",),
+        command_line=True,
+    ),
+    Case(
+        "fraction out of range, unused by this data",  # the folder has its own val/: data.split.val is not read
+        r"^data\.split\.val=1\.5: must be a number in \[0, 1\)$",
+        args=("data.split.val=1.5",),
+    ),
+    Case(
+        "padding the network cannot take",
+        r"^data\.pad_multiple=48: must be a whole number >= 1, a multiple of 32 \(2 \*\* model\.encoder_depth\)$",
+        args=("data.pad_multiple=48",),
+    ),
+    Case(
         "trainer=gpu without a GPU",
         r"^trainer\.accelerator=gpu: torch sees no CUDA GPU on this machine; use trainer=cpu, or trainer=default",
         args=("trainer=gpu",),
@@ -278,7 +344,42 @@ CATALOGUE = [
         args=("resume={user}/empty_run", "hydra.run.dir={user}/empty_run"),
         make=lambda u: (u / "empty_run").mkdir(),
     ),
-    # --- eval.py and predict.py ---------------------------------------------------------------------------
+    Case(
+        "truncated checkpoint (resume)",
+        r"old/checkpoints/last\.ckpt: cannot be read as a checkpoint \(\w+\); use a \.ckpt a run wrote$",
+        args=("resume={user}/../old", "hydra.run.dir={user}/../old"),
+        make=a_run_with(lambda path: a_checkpoint(path, truncate=True)),
+    ),
+    Case(
+        "foreign checkpoint (resume)",
+        r"old/checkpoints/last\.ckpt: no 'seg_config' in this checkpoint; it was not written by this project's train\.py$",
+        args=("resume={user}/../old", "hydra.run.dir={user}/../old"),
+        make=a_run_with(lambda path: a_checkpoint(path, config=False)),
+    ),
+    # --- faults during the run ----------------------------------------------------------------------------
+    Case(
+        "disk full while a checkpoint is written",
+        r"checkpoints/best\.ckpt: the checkpoint could not be written \(No space left on device\); no earlier one was"
+        r" written; free space on that disk, then continue the run with resume=",
+        patch=disk_full_at_checkpoint,
+    ),
+    Case(
+        "data file removed after the validation pass",
+        r"train/images/img_002\.png: file not found \(it was there when the data was checked\); restore it",
+        args=("data.cache=false",),  # a cached image is never read again: nothing to fail
+        patch=after_the_validation_pass(lambda root: (root / "train/images/img_002.png").unlink(missing_ok=True)),
+        changes=("data/train/images/img_002.png",),
+    ),
+    Case(
+        "data file changed after the validation pass",
+        r"train/masks/img_003\.png: mask size \(10, 32\) differs from its image's \(32, 32\); masks must match",
+        args=("data.cache=false",),
+        patch=after_the_validation_pass(
+            lambda root: image(root / "train/masks/img_003.png", np.zeros((32, 10), np.uint8))
+        ),
+        changes=("data/train/masks/img_003.png",),
+    ),
+    # --- eval.py, predict.py and scripts/export.py --------------------------------------------------------
     Case(
         "required value not given (eval)",
         r"^ckpt is required here: pass ckpt=<value> on the command line$",
@@ -308,6 +409,53 @@ CATALOGUE = [
         r"nope\.ckpt: checkpoint not found; pass ckpt=",
         script="predict.py",
         args=("ckpt={user}/nope.ckpt", "input={data}/test/images", "output={run}"),
+    ),
+    Case(
+        "value out of range (predict)",
+        r"^batch_size=0: must be a whole number >= 1$",
+        script="predict.py",
+        args=("ckpt={user}/nope.ckpt", "input={data}/test/images", "output={run}", "batch_size=0"),
+    ),
+    Case(
+        "value out of range (export)",
+        r"^tolerance=-1: must be a number > 0$",
+        script="scripts/export.py",
+        args=("ckpt={user}/nope.ckpt", "tolerance=-1"),
+    ),
+    Case(
+        "truncated checkpoint (eval)",
+        r"best\.ckpt: cannot be read as a checkpoint \(\w+\); use a \.ckpt a run wrote$",
+        script="eval.py",
+        args=("ckpt={user}/best.ckpt",),
+        make=lambda u: a_checkpoint(u / "best.ckpt", truncate=True),
+    ),
+    Case(
+        "truncated checkpoint (predict)",
+        r"best\.ckpt: cannot be read as a checkpoint \(\w+\); use a \.ckpt a run wrote$",
+        script="predict.py",
+        args=("ckpt={user}/best.ckpt", "input={data}/test/images", "output={run}"),
+        make=lambda u: a_checkpoint(u / "best.ckpt", truncate=True),
+    ),
+    Case(
+        "foreign checkpoint (predict)",
+        r"other\.ckpt: no 'seg_config' in this checkpoint; it was not written by this project's train\.py$",
+        script="predict.py",
+        args=("ckpt={user}/other.ckpt", "input={data}/test/images", "output={run}"),
+        make=lambda u: a_checkpoint(u / "other.ckpt", config=False),
+    ),
+    Case(
+        "truncated checkpoint (export)",
+        r"best\.ckpt: cannot be read as a checkpoint \(\w+\); use a \.ckpt a run wrote$",
+        script="scripts/export.py",
+        args=("ckpt={user}/best.ckpt", "format=torchscript", "output={run}/model.pt"),
+        make=lambda u: a_checkpoint(u / "best.ckpt", truncate=True),
+    ),
+    Case(
+        "foreign checkpoint (export)",
+        r"other\.ckpt: no 'seg_config' in this checkpoint; it was not written by this project's train\.py$",
+        script="scripts/export.py",
+        args=("ckpt={user}/other.ckpt", "format=torchscript", "output={run}/model.pt"),
+        make=lambda u: a_checkpoint(u / "other.ckpt", config=False),
     ),
 ]
 
@@ -379,8 +527,12 @@ def test_a_bad_input_is_refused_in_one_line(case, user, tmp_path, capfd, monkeyp
     before = snapshot(user)
     result = run_in_process(case.script, command(case, user, tmp_path / "run"), capfd, monkeypatch)
     assert_refused_in_one_line(result, case)
-    assert snapshot(user) == before  # nothing of the user's changed, nothing written among their files
-    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any checkpoint (NaN: at step 1)
+    after = snapshot(user)
+    for changed in case.changes:  # the fault's own doing
+        before.pop(changed, None), after.pop(changed, None)
+    assert after == before  # nothing of the user's changed, nothing written among their files
+    # stopped before any checkpoint (NaN: at step 1; a full disk: the half-written one removed)
+    assert not list((tmp_path / "run" / "checkpoints").glob("*"))
 
 
 def real_process_cases() -> list:
@@ -402,8 +554,8 @@ def test_a_bad_input_is_refused_in_one_line_by_a_real_process(case, user, tmp_pa
     assert snapshot(user) == before
 
 
-def test_the_catalogue_in_the_readme_lists_every_case():
-    readme = (PROJECT_DIR / "README.md").read_text()
-    section = readme.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+def test_the_catalogue_in_the_docs_lists_every_case():
+    page = (PROJECT_DIR / "docs" / "bad-input.md").read_text()
+    section = page.split("## The catalogue", 1)[1].split("\n## ", 1)[0]
     listed = re.findall(r"^\| ([^|]+?) \|", section, flags=re.MULTILINE)[1:]  # past the header
     assert sorted(listed) == sorted(case.id for case in CATALOGUE)

@@ -64,7 +64,13 @@ def normalize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarra
 
 
 def _decode(path: Path, what: str) -> np.ndarray:
-    if path.stat().st_size == 0:  # an interrupted copy or download
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:  # removed or renamed after the validation pass checked it
+        raise DataError(
+            f"{path}: file not found (it was there when the data was checked); restore it, or start the run again"
+        ) from None
+    if size == 0:  # an interrupted copy or download
         raise DataError(f"{path}: file is empty (0 bytes), not {what}; replace or remove the file")
     if _is_truncated_jpeg(path):
         # OpenCV decodes a truncated JPEG without an error, filling the missing part with grey.

@@ -22,7 +22,7 @@ from seg.errors import UserError
 from seg.inference.checkpoint import resume_checkpoint
 from seg.model.module import SegmentationModule
 from seg.model.network import build_network
-from seg.run.config_check import check_value_types
+from seg.run.config_check import check_values
 from seg.run.config_tree import print_config_tree
 from seg.run.loggers import build_loggers, finish_loggers
 from seg.run.provenance import source_commit
@@ -106,7 +106,7 @@ def refuse_ddp_in_multirun(trainer: L.Trainer) -> None:
 def train(cfg: DictConfig) -> dict:
     """Fit, then evaluate the best checkpoint (by `val/iou`) on val and test. Returns the summary dict."""
     check_optimized_metric(cfg.get("optimized_metric"))  # before training, not after: a sweep would waste a job
-    check_value_types(cfg)  # trainer.max_epochs=abc: one line now, not a TypeError inside Lightning after setup
+    check_values(cfg)  # trainer.max_epochs=abc, optimizer.lr=-1: one line now, not an error inside Lightning or torch
     check_accelerator(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
