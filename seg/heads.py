@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from segmentation_models_pytorch import losses as smp_losses
 from torch import Tensor
 
-IGNORE_TARGET = -1  # the target value smp's losses are built to skip (ignore_index)
+IGNORE_TARGET = (
+    -1
+)  # the target of pixels that count nowhere: smp's losses skip it, and so do the metrics (seg.model.metrics)
 
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
