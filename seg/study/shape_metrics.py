@@ -5,7 +5,8 @@
   edge by one pixel loses little IoU on a large object and much boundary IoU.
 - clDice (Shit et al. 2021): the harmonic mean of topology precision |S(P) ∩ G| / |S(P)| and topology
   sensitivity |S(G) ∩ P| / |S(G)|, S the morphological skeleton (the paper's skeleton, hard: iterated
-  erosions minus their openings, cross-shaped 3x3). A 1-px line is its own skeleton.
+  erosions minus their openings, cross-shaped 3x3, outside the image background). A 1-px line is its own
+  skeleton.
 
 Both accumulate counts over a whole split (micro average, as the IoU of seg.model.metrics), so an image without
 foreground adds nothing rather than NaN. `ShapeMetrics` (callbacks=atlas_shape) logs `test/boundary_iou` and
@@ -39,14 +40,15 @@ def boundary_counts(prediction: np.ndarray, truth: np.ndarray, width: int = 1) -
 
 
 def skeleton(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool morphological skeleton: the union over k of erode^k(X) minus its opening."""
-    image = mask.astype(np.uint8)
+    """(H, W) bool morphological skeleton: the union over k of erode^k(X) minus its opening (outside the image is
+    background, as for the boundary band)."""
+    image = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     skel = np.zeros_like(image)
     while image.any():
         opened = cv2.morphologyEx(image, cv2.MORPH_OPEN, CROSS)
         skel |= image & (1 - opened)
         image = cv2.erode(image, CROSS)
-    return skel.astype(bool)
+    return skel[1:-1, 1:-1].astype(bool)
 
 
 def cldice_counts(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
