@@ -37,7 +37,7 @@ from seg.study.stats import ALPHA, MARGIN, collapse_endpoint, excludes_zero, hol
 BASELINE = "sigmoid_bce"
 TANH = "tanh_mse"
 CONTROL = "sigmoid_mse"  # tanh_mse is 4x the Brier score of sigmoid(2z): this is the same loss at logit scale 1
-SELECTION_EXPERIMENT = "atlas_lr"
+SELECTION_EXPERIMENTS = ("atlas_lr", "atlas_mechanism")  # lr grids: only their val/iou is read
 PLAIN = "plain"  # no condition=: the generated dataset as it is
 DEFAULT_OPTIMIZER = "adamw"
 DEFAULT_MODEL = "unet"
@@ -115,8 +115,8 @@ class Run:
 
     @property
     def selection(self) -> bool:
-        """An atlas_lr job: picks learning rates, never enters a verdict."""
-        return self.experiment == SELECTION_EXPERIMENT
+        """An lr-grid job (atlas_lr, atlas_mechanism): picks learning rates, never enters a verdict."""
+        return self.experiment in SELECTION_EXPERIMENTS
 
 
 def to_run(job: Job) -> Run:
@@ -159,10 +159,10 @@ class GridPoint:
 
 
 def lr_grid(runs: list[Run]) -> list[GridPoint]:
-    groups: dict[tuple, list[Run]] = defaultdict(list)
+    groups: dict[tuple, dict[str, Run]] = defaultdict(dict)
     for run in runs:
-        if run.selection and run.summary is not None:
-            groups[(run.optimizer, run.arm, run.lr_scale)].append(run)
+        if run.selection and run.summary is not None:  # a seed that two grids ran counts once
+            groups[(run.optimizer, run.arm, run.lr_scale)][run.seed] = run
     return [
         GridPoint(
             optimizer,
@@ -172,7 +172,8 @@ def lr_grid(runs: list[Run]) -> list[GridPoint]:
             [float(r.summary["val/iou"]) for r in members],
             [r.seed for r in members],
         )
-        for (optimizer, head, scale), members in sorted(groups.items())
+        for (optimizer, head, scale), by_seed in sorted(groups.items())
+        for members in [list(by_seed.values())]
     ]
 
 
