@@ -372,3 +372,14 @@ def test_pos_weight_auto_is_settled_from_the_foreground_fraction():
 
 def instantiate_head(name: str, **overrides) -> Head:
     return instantiate(compose_config([f"head={name}", *(f"head.{k}={v}" for k, v in overrides.items())]).head)
+
+
+def test_pos_weight_auto_is_settled_from_the_training_split_before_training(tiny_cfg):
+    from seg.run.train import build
+
+    module, datamodule, _ = build(tiny_cfg("head=sigmoid_bce", "head.pos_weight=auto", "logger=csv"))
+    masks = [datamodule.splits["train"].cached[i][1] for i in range(len(datamodule.splits["train"]))]
+    f = sum(int((m == 1).sum()) for m in masks) / sum(m.size for m in masks)
+    assert 0 < f < 0.5
+    assert module.head.pos_weight == pytest.approx((1 - f) / f)
+    assert module.config["head"]["pos_weight"] == pytest.approx((1 - f) / f)  # what checkpoints record
