@@ -233,6 +233,10 @@ def test_controls_are_tost_tested_when_the_theory_says_equal_and_t_tested_otherw
         for m in cells[("plain · adamw · control", "tanh_mse − sigmoid_mse@unet_last_init2")].missing
     )
     claims = {c.claim: c for c in cell_claims(list(cells.values()))}
+    from scripts.atlas import main
+
+    report = main([str(arm.root), "--out", str(tmp_path / "rendered")]).read_text()
+    assert "| plain | adamw | control (1 / 1) | tanh_half − sigmoid_mse | 6 |" in report
     assert (
         claims[
             "adamw control: tanh_half at lr_scale 1 vs sigmoid_mse at 1 (4 x sigmoid_mse; Adam divides a constant factor out): equal"

@@ -16,8 +16,9 @@ MARKS = {0: "", 1: "°", 2: "*"}  # in the heatmap and the table
 
 def write_heatmap(cells: list[Cell], path: Path) -> bool:
     """Rows: contexts; columns: comparisons; colour: mean paired Δ test IoU; * Holm-significant, ° CIs only."""
-    contexts = list(dict.fromkeys(c.context for c in cells))
     columns = [f"{head} − {against}" for head, against in COMPARISONS]
+    cells = [c for c in cells if c.comparison in columns]  # controls: in the cells table, not columns here
+    contexts = list(dict.fromkeys(c.context for c in cells))
     if not contexts:
         return False
     values = np.full((len(contexts), len(columns)), np.nan)
