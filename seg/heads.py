@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from segmentation_models_pytorch import losses as smp_losses
 from torch import Tensor
 
-IGNORE_TARGET = -1  # the target value smp's losses are built to skip (ignore_index)
+IGNORE_TARGET = (
+    -1
+)  # the target of pixels that count nowhere: smp's losses skip it, and so do the metrics (seg.model.metrics)
 
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -100,41 +102,163 @@ def logits_with_decision(head: Head, z: Tensor) -> Tensor:
     return z if head.out_channels == 1 else torch.cat([torch.zeros_like(z), z], 1)
 
 
-class SigmoidBCE(Head):
+# --- the link-loss family: sigmoid_bce, tanh_mse, sigmoid_mse and their exact controls -------------------------
+#
+# Every one-channel head below is loss_scale * w(y) * loss(link(logit_scale * z), y): the scale factors that tell
+# tanh_mse from sigmoid_mse are explicit numbers, so an identity (tanh_mse == sigmoid_mse at logit_scale 2 and
+# loss_scale 4) is a config, not a claim. docs/heads.md derives each equivalence.
+
+
+class Link(ABC):
+    """What the scaled logit u = logit_scale * z becomes: an output, the target it is compared with, a probability."""
+
+    @abstractmethod
+    def output(self, u: Tensor) -> Tensor:
+        """The activation the squared error compares with `target`."""
+
+    @abstractmethod
+    def target(self, mask: Tensor) -> Tensor:
+        """The {0,1} mask in the output's range."""
+
+    @abstractmethod
+    def probability_logit(self, u: Tensor) -> Tensor:
+        """logit of the foreground probability: probability = sigmoid(probability_logit(u))."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SigmoidLink(Link):
+    """sigmoid(u) against y in {0, 1}."""
+
+    def output(self, u: Tensor) -> Tensor:
+        return torch.sigmoid(u)
+
+    def target(self, mask: Tensor) -> Tensor:
+        return mask
+
+    def probability_logit(self, u: Tensor) -> Tensor:
+        return u
+
+
+class TanhLink(Link):
+    """tanh(u) against t = 2y - 1 in {-1, 1}; probability (tanh(u) + 1) / 2 = sigmoid(2u)."""
+
+    def output(self, u: Tensor) -> Tensor:
+        return torch.tanh(u)
+
+    def target(self, mask: Tensor) -> Tensor:
+        return 2 * mask - 1
+
+    def probability_logit(self, u: Tensor) -> Tensor:
+        return 2 * u
+
+
+class PixelLoss(ABC):
+    @abstractmethod
+    def per_pixel(self, link: Link, u: Tensor, mask: Tensor) -> Tensor:
+        """(B, 1, H, W) loss of each pixel, before weighting and the mean."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class CrossEntropy(PixelLoss):
+    """Binary cross-entropy of the link's probability, from its logit (log-sum-exp stable, unlike BCE on a
+    probability, which saturates at |z| > ~17)."""
+
+    def per_pixel(self, link: Link, u: Tensor, mask: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(link.probability_logit(u), mask, reduction="none")
+
+
+class SquaredError(PixelLoss):
+    """(output - target)^2 in the link's own range: tanh's {-1, 1} or sigmoid's {0, 1}."""
+
+    def per_pixel(self, link: Link, u: Tensor, mask: Tensor) -> Tensor:
+        return F.mse_loss(link.output(u), link.target(mask), reduction="none")
+
+
+AUTO = "auto"
+
+
+class LinkLoss(Head):
+    """loss_scale * mean over valid pixels of w(y) * loss(link(logit_scale * z), y).
+
+    logit_scale multiplies the network's logit before the link (and so the decision rule stays z >= 0 for any
+    positive scale); loss_scale multiplies the loss, and with it every gradient. pos_weight w weighs foreground
+    pixels w times a background pixel (w(y) = 1 + (w - 1) y): for BCE that is torch's `pos_weight`, for the squared
+    error the same per-class weight. Either way the loss's minimiser for a pixel that is foreground with
+    probability q is p = w q / (w q + 1 - q), so the 0.5 decision keeps pixels with q >= 1 / (1 + w): w > 1 lowers
+    the Bayes threshold, w < 1 raises it. `auto` is (1 - f) / f for the training split's foreground fraction f
+    (settled by `settle_pos_weight` before training; then the Bayes threshold is f).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        link: Link,
+        loss: PixelLoss,
+        logit_scale: float = 1.0,
+        loss_scale: float = 1.0,
+        pos_weight: float | str = 1.0,
+    ) -> None:
+        if not float(logit_scale) > 0:
+            raise ValueError(f"head.logit_scale={logit_scale}: must be > 0 (a negative scale flips the decision)")
+        self.name, self.link, self.pixel_loss = name, link, loss
+        self.logit_scale, self.loss_scale = float(logit_scale), float(loss_scale)
+        self.pos_weight = pos_weight if pos_weight == AUTO else float(pos_weight)
+
+    def settle_pos_weight(self, foreground_fraction: float) -> float:
+        """pos_weight `auto` -> (1 - f) / f for the training split's foreground fraction f; a number stays."""
+        if self.pos_weight == AUTO:
+            f = min(max(float(foreground_fraction), 1e-6), 1 - 1e-6)  # an empty or full split: a finite weight
+            self.pos_weight = (1 - f) / f
+        return self.pos_weight
+
+    def weights(self, mask: Tensor) -> Tensor | float:
+        if self.pos_weight == AUTO:
+            raise RuntimeError(
+                f"head {self.name}: pos_weight=auto was never settled; training settles it from the train split"
+                " (seg.run.train.build), or set head.pos_weight to a number"
+            )
+        return 1.0 if self.pos_weight == 1.0 else 1 + (self.pos_weight - 1) * mask
+
+    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+        per_pixel = self.pixel_loss.per_pixel(self.link, self.logit_scale * logits, mask)  # (B, 1, H, W)
+        return self.loss_scale * valid_mean(self.weights(mask) * per_pixel, valid)
+
+    def probability(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(self.link.probability_logit(self.logit_scale * logits))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, link={self.link}, loss={self.pixel_loss},"
+            f" logit_scale={self.logit_scale:g}, loss_scale={self.loss_scale:g}, pos_weight={self.pos_weight})"
+        )
+
+
+class SigmoidBCE(LinkLoss):
     """sigmoid output, binary cross-entropy, targets y in {0, 1}. dL/dz = sigmoid(z) - y (per pixel, before the mean)."""
 
-    name = "sigmoid_bce"
-
-    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
-        # From logits: log-sum-exp stable, unlike BCE on sigmoid(z), which saturates at |z| > ~17.
-        return valid_mean(F.binary_cross_entropy_with_logits(logits, mask, reduction="none"), valid)
-
-    def probability(self, logits: Tensor) -> Tensor:
-        return torch.sigmoid(logits)
+    def __init__(self, *, pos_weight: float | str = 1.0) -> None:
+        super().__init__(name="sigmoid_bce", link=SigmoidLink(), loss=CrossEntropy(), pos_weight=pos_weight)
 
 
-class TanhMSE(Head):
-    """tanh output, MSE loss, targets t = 2y - 1 in {-1, 1}. dL/dz = 2 (tanh z - t)(1 - tanh^2 z) per pixel."""
+class TanhMSE(LinkLoss):
+    """tanh output, MSE loss, targets t = 2y - 1 in {-1, 1}. dL/dz = 2 (tanh z - t)(1 - tanh^2 z) per pixel.
 
-    name = "tanh_mse"
+    Exactly sigmoid_mse at logit_scale 2 and loss_scale 4: (tanh z - t)^2 = 4 (sigmoid(2z) - y)^2."""
 
-    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
-        return valid_mean(F.mse_loss(torch.tanh(logits), 2 * mask - 1, reduction="none"), valid)
-
-    def probability(self, logits: Tensor) -> Tensor:
-        return (torch.tanh(logits) + 1) / 2  # == sigmoid(2 z)
+    def __init__(self, *, pos_weight: float | str = 1.0) -> None:
+        super().__init__(name="tanh_mse", link=TanhLink(), loss=SquaredError(), pos_weight=pos_weight)
 
 
-class SigmoidMSE(Head):
+class SigmoidMSE(LinkLoss):
     """sigmoid output, MSE on {0, 1} targets (the Brier score). dL/dz = 2 (p - y) p (1 - p): tanh_mse's shape, halved in z."""
 
-    name = "sigmoid_mse"
-
-    def loss(self, logits: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
-        return valid_mean(F.mse_loss(torch.sigmoid(logits), mask, reduction="none"), valid)
-
-    def probability(self, logits: Tensor) -> Tensor:
-        return torch.sigmoid(logits)
+    def __init__(self, *, pos_weight: float | str = 1.0) -> None:
+        super().__init__(name="sigmoid_mse", link=SigmoidLink(), loss=SquaredError(), pos_weight=pos_weight)
 
 
 class SoftmaxCE(Head):

@@ -122,3 +122,32 @@ def test_diagnostics_count_only_valid_pixels():
     labels = [1.0, 1.0, 1.0, 1.0, 0.0]
     assert result["val/brier"] == pytest.approx(sum((a - b) ** 2 for a, b in zip(p, labels, strict=True)) / 5, rel=1e-5)
     assert result["val/ece"] == pytest.approx(_ece(p, labels), rel=1e-5)
+
+
+def test_foreground_recall_is_the_share_of_object_pixels_found():
+    # Z's foreground pixels: -5 and -0.1 (missed), 3 (found): one of three
+    stats = stuck_statistics(build_head("sigmoid_bce"), Z, Y, ALL, stuck_below=0.01)
+    assert stats["foreground_recall"].item() == pytest.approx(1 / 3)
+    none = stuck_statistics(build_head("sigmoid_bce"), Z, torch.zeros_like(Y), ALL, stuck_below=0.01)
+    assert none["foreground_recall"].item() == 0.0  # no object in the batch: nothing found, not NaN
+
+
+def test_shape_metrics_logged_at_the_end_of_testing():
+    """Test boundary IoU and clDice of the head's decision over a split, by hand on LOGITS and MASK."""
+    from seg.study.shape_metrics import ShapeMetrics
+
+    head = build_head("sigmoid_bce")
+    images = torch.arange(2).float().view(2, 1, 1, 1).expand(2, 1, 1, 4).clone()
+    data = [{"image": images[i], "mask": MASK[i], "valid": VALID[i]} for i in range(2)]
+    module = SegmentationModule(net=FixedLogits(head), head=head, optimizer=torch.optim.SGD)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ShapeMetrics(width=1)],
+    )  # fmt: skip
+    result = trainer.test(module, DataLoader(data, batch_size=1), verbose=False)[0]
+    # image 1: prediction (z >= 0) [1, 0, 1, 0], truth [1, 1, 0, 0]; a 1-px-high image is all boundary and all
+    # skeleton, so boundary IoU is the pixel IoU 1/3 and clDice's precision 1/2, sensitivity 1/2.
+    # image 2: prediction [1, 1, 0, 0], truth empty: boundary 0 of 2, skeleton of P 2 px, none on G.
+    assert result["test/boundary_iou"] == pytest.approx((1 + 0) / (3 + 2))
+    precision, sensitivity = 1 / (2 + 2), 1 / 2
+    assert result["test/cldice"] == pytest.approx(2 * precision * sensitivity / (precision + sensitivity))

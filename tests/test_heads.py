@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from seg.heads import Head, logits_with_decision
-from tests.conftest import build_head, head_names
+from seg.heads import CrossEntropy, Head, LinkLoss, SigmoidLink, SquaredError, TanhLink, logits_with_decision
+from tests.conftest import build_head, compose_config, head_names
 
 LN2, LN3 = math.log(2.0), math.log(3.0)  # tanh(ln 2) = 0.6 and sigmoid(ln 3) = 0.75 exactly: hand-checkable
 
@@ -192,3 +196,190 @@ def test_heads_compute_in_float32_under_bf16_autocast(name, dtype):
     torch.testing.assert_close(observed, expected, rtol=1e-3, atol=1e-12)
     assert head.loss(logits_with_decision(head, z.to(dtype)), mask).dtype == torch.float32
     assert head.probability(logits_with_decision(head, z.to(dtype))).dtype == torch.float32
+
+
+# --- the link-loss family ---------------------------------------------------------------------------------
+
+PINS = json.loads((Path(__file__).parent / "data" / "head_pins.json").read_text())
+
+
+def _pinned_batch(head: Head) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fixed tensors tests/data/head_pins.json was computed on (by the head classes before the family)."""
+    g = torch.Generator().manual_seed(1234)
+    z = torch.randn(2, head.out_channels, 5, 6, generator=g, dtype=torch.float64) * 3
+    mask = (torch.rand(2, 1, 5, 6, generator=g) < 0.3).double()
+    valid = torch.rand(2, 1, 5, 6, generator=g) < 0.8
+    return z, mask, valid
+
+
+@pytest.mark.parametrize("name", head_names())
+def test_every_head_config_keeps_its_numbers(name):
+    """Loss, gradient and probability of every conf/head/*.yaml equal those pinned before the family existed."""
+    head = build_head(name)
+    z, mask, valid = _pinned_batch(head)
+    z.requires_grad_()
+    loss = head.loss(z, mask, valid)
+    (grad,) = torch.autograd.grad(loss, z)
+    pin = PINS[name]
+    assert loss.item() == pytest.approx(pin["loss"], rel=1e-12, abs=1e-15)
+    torch.testing.assert_close(grad.flatten(), torch.tensor(pin["grad"], dtype=torch.float64), rtol=1e-12, atol=1e-15)
+    assert head.probability(z.detach()).sum().item() == pytest.approx(pin["prob_sum"], rel=1e-12)
+
+
+def _loss_and_grad(head: Head, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    z = z.clone().requires_grad_()
+    loss = head.loss(z, mask)
+    return loss.detach(), torch.autograd.grad(loss, z)[0]
+
+
+def _family(link, loss, logit_scale=1.0, loss_scale=1.0) -> LinkLoss:
+    return LinkLoss(name="x", link=link, loss=loss, logit_scale=logit_scale, loss_scale=loss_scale)
+
+
+@pytest.mark.parametrize(
+    ("config", "reference", "factor"),
+    [
+        ("control/sigmoid_mse_x2_x4", "tanh_mse", 1.0),  # tanh_mse is sigmoid_mse at logit_scale 2, loss_scale 4
+        ("control/tanh_half", "sigmoid_mse", 4.0),  # (tanh(z/2) - t)^2 = 4 (sigmoid(z) - y)^2
+        ("control/sigmoid2_brier", "tanh_mse", 0.25),  # (sigmoid(2z) - y)^2 = (tanh z - t)^2 / 4
+    ],
+)
+def test_exact_controls_equal_their_reference_to_float_precision(config, reference, factor):
+    z, y = random_batch(build_head("tanh_mse"), seed=4)
+    z = torch.cat([z, torch.linspace(-20, 20, 128, dtype=torch.float64).view(2, 1, 8, 8)])  # saturated ends too
+    y = torch.cat([y, (torch.arange(128) % 2).double().view(2, 1, 8, 8)])
+    loss, grad = _loss_and_grad(build_head(config), z, y)
+    ref_loss, ref_grad = _loss_and_grad(build_head(reference), z, y)
+    torch.testing.assert_close(loss, factor * ref_loss, rtol=1e-14, atol=0)
+    torch.testing.assert_close(grad, factor * ref_grad, rtol=1e-12, atol=1e-15)  # tanh saturates to 0 first
+    torch.testing.assert_close(
+        build_head(config).probability(z), build_head(reference).probability(z), rtol=1e-14, atol=0
+    )
+
+
+def test_bce_on_2z_is_sigmoid_bce_of_the_doubled_logit():
+    z, y = random_batch(build_head("sigmoid_bce"), seed=5)
+    loss, grad = _loss_and_grad(build_head("control/bce_2z"), z, y)
+    ref_loss, ref_grad = _loss_and_grad(build_head("sigmoid_bce"), 2 * z, y)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-14, atol=0)
+    torch.testing.assert_close(grad, 2 * ref_grad, rtol=1e-14, atol=1e-15)  # chain rule through 2z
+
+
+def test_bce_through_the_tanh_link_is_bce_on_2z():
+    """The family is closed: tanh's probability is sigmoid(2u), so BCE on it is BCE on logit 2u."""
+    z, y = random_batch(build_head("sigmoid_bce"), seed=6)
+    tanh_bce = _family(TanhLink(), CrossEntropy())
+    torch.testing.assert_close(tanh_bce.loss(z, y), build_head("control/bce_2z").loss(z, y), rtol=1e-14, atol=0)
+
+
+def test_a_negative_logit_scale_is_refused():
+    with pytest.raises(ValueError, match="logit_scale"):
+        _family(SigmoidLink(), SquaredError(), logit_scale=-1.0)
+
+
+# The weight-space forms of the identity (docs/heads.md "Exact equivalences"), on a two-layer network:
+# body h = relu(A x), logit z = w . h + b. tanh_mse is sigmoid_mse on the logit 2z, i.e. with last layer (2w, 2b).
+
+
+def _tiny_problem():
+    torch.manual_seed(0)
+    x = torch.randn(64, 5, dtype=torch.float64)
+    y = (x[:, :1] + 0.3 * x[:, 1:2] > 0.2).double()  # (64, 1) labels
+    body = torch.randn(8, 5, dtype=torch.float64) * 0.5
+    last = torch.randn(1, 8, dtype=torch.float64) * 0.5
+    bias = torch.zeros(1, dtype=torch.float64)
+    return x, y, body, last, bias
+
+
+def _train(head: Head, params, groups, optimizer, steps=25):
+    params = [p.clone().requires_grad_() for p in params]
+    x, y = _tiny_problem()[:2]
+    opt = optimizer([{"params": [params[i] for i in idx], "lr": lr} for idx, lr in groups])
+    for _ in range(steps):
+        opt.zero_grad()
+        z = torch.relu(x @ params[0].T) @ params[1].T + params[2]
+        head.loss(z.view(-1, 1, 1, 1), y.view(-1, 1, 1, 1)).backward()
+        opt.step()
+    return [p.detach() for p in params]
+
+
+def test_under_sgd_tanh_mse_is_sigmoid_mse_with_last_layer_x2_body_lr_x4_last_lr_x16():
+    """SGD (momentum, no decay): the predicted lr shift of docs/results/atlas/preregistration.md, exactly."""
+    _, _, body, last, bias = _tiny_problem()
+    sgd = functools.partial(torch.optim.SGD, momentum=0.9)
+    lr = 0.05
+    tanh = _train(build_head("tanh_mse"), [body, last, bias], [([0], lr), ([1, 2], lr)], sgd)
+    smse = _train(build_head("sigmoid_mse"), [body, 2 * last, 2 * bias], [([0], 4 * lr), ([1, 2], 16 * lr)], sgd)
+    torch.testing.assert_close(smse[0], tanh[0], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(smse[1], 2 * tanh[1], rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(tanh[0], body)  # it trained
+
+
+def test_under_adam_tanh_mse_is_sigmoid_mse_with_last_layer_x2_and_last_lr_x2():
+    """Adam divides the loss's factor 4 out; only the logit scale remains, as init x2 and last-layer step x2."""
+    _, _, body, last, bias = _tiny_problem()
+    adam = functools.partial(torch.optim.Adam, eps=1e-30)  # eps is the one term that is not scale-free
+    lr = 0.01
+    tanh = _train(build_head("tanh_mse"), [body, last, bias], [([0], lr), ([1, 2], lr)], adam)
+    smse = _train(build_head("sigmoid_mse"), [body, 2 * last, 2 * bias], [([0], lr), ([1, 2], 2 * lr)], adam)
+    torch.testing.assert_close(smse[0], tanh[0], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(smse[1], 2 * tanh[1], rtol=1e-9, atol=1e-12)
+    same_init = _train(build_head("sigmoid_mse"), [body, last, bias], [([0], lr), ([1, 2], lr)], adam)
+    assert not torch.allclose(same_init[0], tanh[0], atol=1e-3)  # without the rescaling they differ
+
+
+# --- class weights ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sigmoid_bce", "sigmoid_mse", "tanh_mse"])
+def test_pos_weight_scales_the_foreground_terms_by_its_factor(name):
+    z = torch.tensor([0.3, -1.2, 2.0, -0.4], dtype=torch.float64).view(1, 1, 2, 2)
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64).view(1, 1, 2, 2)
+    plain, weighted = build_head(name), instantiate_head(name, pos_weight=3.0)
+    foreground = plain.loss(z[..., :1, :], y[..., :1, :])  # the first row: the two foreground pixels
+    background = plain.loss(z[..., 1:, :], y[..., 1:, :])
+    assert weighted.loss(z, y).item() == pytest.approx((3 * foreground + background).item() / 2, rel=1e-12)
+    assert weighted.loss(z, torch.ones_like(z)).item() == pytest.approx(3 * plain.loss(z, torch.ones_like(z)).item())
+    if name == "sigmoid_bce":  # torch's own pos_weight is the same thing
+        torch_bce = torch.nn.functional.binary_cross_entropy_with_logits(z, y, pos_weight=torch.tensor(3.0))
+        assert weighted.loss(z, y).item() == pytest.approx(torch_bce.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["sigmoid_bce", "sigmoid_mse"])
+def test_pos_weight_moves_the_bayes_threshold_to_one_over_one_plus_w(name):
+    """A pixel that is foreground with probability q: the expected loss is minimised at p = w q / (w q + 1 - q),
+    which crosses 0.5 at q = 1 / (1 + w)."""
+    w = 3.0
+    head = instantiate_head(name, pos_weight=w)
+    z = torch.linspace(-6, 6, 120001, dtype=torch.float64).view(1, 1, 1, -1)
+    # per-pixel dL/dz when every pixel is foreground, and when every pixel is background (undo the mean)
+    g1, g0 = (_loss_and_grad(head, z, torch.full_like(z, y))[1] for y in (1.0, 0.0))
+    for q in (0.2, 0.25, 0.3):
+        expected_gradient = (q * g1 + (1 - q) * g0).flatten()
+        best = head.probability(z.flatten()[expected_gradient.abs().argmin()]).item()  # where d E[loss] / dz = 0
+        assert best == pytest.approx(w * q / (w * q + 1 - q), abs=1e-4)
+        assert (best >= 0.5) == (q >= 1 / (1 + w))
+
+
+def test_pos_weight_auto_is_settled_from_the_foreground_fraction():
+    head = instantiate_head("sigmoid_bce", pos_weight="auto")
+    with pytest.raises(RuntimeError, match="never settled"):
+        head.loss(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+    assert head.settle_pos_weight(0.2) == pytest.approx(4.0)  # (1 - 0.2) / 0.2
+    assert head.settle_pos_weight(0.5) == pytest.approx(4.0)  # settled once: a number stays
+    assert build_head("sigmoid_bce").settle_pos_weight(0.2) == 1.0
+
+
+def instantiate_head(name: str, **overrides) -> Head:
+    return instantiate(compose_config([f"head={name}", *(f"head.{k}={v}" for k, v in overrides.items())]).head)
+
+
+def test_pos_weight_auto_is_settled_from_the_training_split_before_training(tiny_cfg):
+    from seg.run.train import build
+
+    module, datamodule, _ = build(tiny_cfg("head=sigmoid_bce", "head.pos_weight=auto", "logger=csv"))
+    masks = [datamodule.splits["train"].cached[i][1] for i in range(len(datamodule.splits["train"]))]
+    f = sum(int((m == 1).sum()) for m in masks) / sum(m.size for m in masks)
+    assert 0 < f < 0.5
+    assert module.head.pos_weight == pytest.approx((1 - f) / f)
+    assert module.config["head"]["pos_weight"] == pytest.approx((1 - f) / f)  # what checkpoints record

@@ -23,7 +23,7 @@ from seg.data.channels import channel_mismatch
 from seg.data.collate import PadCollate
 from seg.data.folder import SegmentationFolder
 from seg.data.layout import SPLITS, find_splits
-from seg.data.masks import MaskPolicy
+from seg.data.masks import IGNORE, MaskPolicy
 from seg.data.sampler import EpochSampler, evaluation_sampler, stream_position
 from seg.data.scan import channel_count, decoded_bytes, problems, raise_problems, scan, statistics
 from seg.errors import DataError
@@ -142,6 +142,17 @@ class FolderDataModule(L.LightningDataModule):
                 label_noise=self.label_noise if name == "train" else None,
                 cache=cache,
             )
+
+    def foreground_fraction(self) -> float:
+        """The foreground share of the training split's pixels that count (ignored ones excluded), as the loss sees
+        them (label noise included): what a head's `pos_weight: auto` settles on (after setup)."""
+        train = self.splits["train"]
+        foreground = counted = 0
+        for index in range(len(train)):
+            mask = train.cached[index][1] if train.cached is not None else train._read(index)[1]
+            foreground += int((mask == 1).sum())
+            counted += int((mask != IGNORE).sum())
+        return foreground / max(counted, 1)
 
     def resolved(self) -> dict:
         """The values `auto` settled on (after setup): what a checkpoint's config must record to be reused."""

@@ -13,7 +13,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex
 
-IGNORED = -1  # target value of pixels that count in no metric
+from seg.heads import IGNORE_TARGET as IGNORED  # one ignore value for losses and metrics: pixels that count nowhere
 
 
 def segmentation_metrics(stage: str) -> MetricCollection:

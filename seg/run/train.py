@@ -45,6 +45,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     head = instantiate(cfg.head)
     datamodule = build_data(cfg)
     settled = settled_config(cfg, datamodule)
+    settle_head(head, datamodule, settled)
     net = build_network(cfg.model, head=head, in_channels=settled["data"]["in_channels"])
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = SegmentationModule(
@@ -78,6 +79,15 @@ def settled_config(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     config["data"].update(datamodule.resolved())
     return config
+
+
+def settle_head(head, datamodule: L.LightningDataModule, settled: dict) -> None:
+    """head.pos_weight=auto -> (1 - f) / f for the training split's foreground fraction f, recorded in the settled
+    config as a number (checkpoints, config.yaml), as the data's `auto` values are."""
+    if getattr(head, "pos_weight", None) != "auto":
+        return
+    settled["head"]["pos_weight"] = head.settle_pos_weight(datamodule.foreground_fraction())
+    log.info("head.pos_weight=auto settled on %.4g", settled["head"]["pos_weight"])
 
 
 def refuse_ddp_in_multirun(trainer: L.Trainer) -> None:

@@ -9,10 +9,14 @@ Three kinds of sweep feed it (conf/experiment/atlas_*.yaml):
 A *cell* compares one head with another on the seeds both ran, in one context (condition, optimizer,
 learning rates): the paired difference of test IoU, its bootstrap and t intervals, the Wilcoxon and
 paired-t p, the smallest difference the seeds could detect. The contexts: at the optimizer's shared default
-lr (lr_scale 1), at *matched* learning rates (each head at its own best lr_scale), and per data condition.
-All cells of the atlas form one family: their paired-t p values are Holm-corrected together. (The exact
-signed-rank test cannot serve there: with 6 seeds its smallest p is 2/64, which Holm multiplies by the
-number of cells.) A cell that lacks runs is listed with the command that would fill it, never dropped.
+lr (lr_scale 1), at *matched* learning rates (each head at its own best lr_scale), per data condition (at the
+shared and at the tuned rates), and the exact *controls* (experiment=atlas_controls, CONTROLS below).
+
+The primary family, declared in docs/results/atlas/preregistration.md before its runs: tanh_mse − sigmoid_bce
+at each head's own tuned lr, one cell per condition and optimizer. Only its paired-t p values are
+Holm-corrected; every other cell is secondary and reports its uncorrected p. Every cell also carries a TOST at
+the declared margin, collapse as its own endpoint, its per-seed values and, for a condition, the interaction
+(condition Δ − plain Δ). A cell that lacks runs is listed with the command that would fill it, never dropped.
 """
 
 from __future__ import annotations
@@ -26,19 +30,60 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from seg.study.compare import Job, find_jobs, paired_comparison
+from seg.paths import PROJECT_DIR
+from seg.study.compare import Job, find_jobs, paired_comparison, read_curve
+from seg.study.stats import ALPHA, MARGIN, collapse_endpoint, excludes_zero, holm, interaction, tost
 
 BASELINE = "sigmoid_bce"
 TANH = "tanh_mse"
 CONTROL = "sigmoid_mse"  # tanh_mse is 4x the Brier score of sigmoid(2z): this is the same loss at logit scale 1
-SELECTION_EXPERIMENT = "atlas_lr"
+SELECTION_EXPERIMENTS = ("atlas_lr", "atlas_mechanism")  # lr grids: only their val/iou is read
 PLAIN = "plain"  # no condition=: the generated dataset as it is
 DEFAULT_OPTIMIZER = "adamw"
+DEFAULT_MODEL = "unet"
 SHARED_SCALE = 1.0
-ALPHA = 0.05
+ATLAS_EPOCHS = 6  # conf/experiment/atlas.yaml's schedule; a run at another is labelled with its epochs
 MIN_SEEDS = 6  # below this the signed-rank test cannot reach p < 0.05 (2 / 2^5 = 0.0625)
 METRIC = "test/iou"
 COMPARISONS = ((TANH, BASELINE), (CONTROL, BASELINE), (TANH, CONTROL))  # (head, against)
+PRIMARY = (TANH, BASELINE)
+# Where a head is not one of conf/head/*.yaml's options but conf/head/control/<name>.yaml's.
+CONTROL_HEADS = frozenset(p.stem for p in (PROJECT_DIR / "conf" / "head" / "control").glob("*.yaml"))
+# Read from summary.json when the run wrote them, else from the last row of its metrics.csv (callbacks).
+OPERATING_METRICS = ("test/iou@val_threshold", "test/ap", "test/ece", "test/brier", "test/boundary_iou", "test/cldice")
+
+# lr ratio c = (head's lr) / (sigmoid_bce's lr) at which the head's val-IoU curve matches sigmoid_bce's
+# (seg.study.shift), predicted in docs/results/atlas/preregistration.md from the gradient scales before the runs.
+PREDICTED_SHIFTS = {
+    "sgd": {TANH: 0.5, CONTROL: 2.0},  # the body's gradient at the boundary: tanh_mse 2x, sigmoid_mse 1/2x BCE's
+    "adamw": {TANH: 1.0, CONTROL: 1.0},  # Adam divides every constant gradient factor out
+}
+
+
+@dataclass(frozen=True)
+class Control:
+    """A pair of arms the scale calculus relates (docs/heads.md "Exact equivalences"): `equal` pairs must pass
+    TOST at MARGIN, the others are tested for a difference. An arm is a head, `@model` for another init."""
+
+    arm: str
+    scale: float
+    against: str
+    against_scale: float
+    optimizer: str
+    equal: bool
+    why: str
+
+
+CONTROLS = (
+    Control("tanh_half", 1, CONTROL, 1, "adamw", True, "4 x sigmoid_mse; Adam divides a constant factor out"),
+    Control("sigmoid2_brier", 1, TANH, 1, "adamw", True, "tanh_mse / 4; Adam divides a constant factor out"),
+    Control("bce_2z", 1, BASELINE, 1, "adamw", False, "the logit scale 2 alone, on BCE"),
+    Control(f"{CONTROL}@unet_last_init2", 1, CONTROL, 1, "adamw", False, "tanh_mse's start (last layer x2) alone"),
+    Control(CONTROL, 2, CONTROL, 1, "adamw", False, "a 2x step alone"),
+    Control(TANH, 1, f"{CONTROL}@unet_last_init2", 1, "adamw", False, "what is left: the last layer's step x2"),
+    Control("tanh_half", 0.25, CONTROL, 1, "sgd", True, "4 x the loss at lr / 4 (coupled L2 differs 4x)"),
+    Control("sigmoid2_brier", 1, TANH, 0.25, "sgd", True, "tanh_mse / 4 at 4x its lr (coupled L2 differs 4x)"),
+)
 
 
 @dataclass(frozen=True)
@@ -54,22 +99,37 @@ class Run:
     path: Path
     summary: dict | None  # None: the job failed or is still running
     lr: float | None  # the optimizer's resolved lr, from the run's config.yaml
+    model: str = DEFAULT_MODEL  # the model= option (unet_last_init2: a control)
+
+    @property
+    def arm(self) -> str:
+        """The head, and `@model` when the network's init differs: what a cell compares."""
+        return self.head if self.model == DEFAULT_MODEL else f"{self.head}@{self.model}"
+
+    def metric(self, name: str) -> float:
+        """A test metric of the finished run: summary.json's, else the last value its metrics.csv logged."""
+        if self.summary is not None and name in self.summary and self.summary[name] is not None:
+            return float(self.summary[name])
+        curve = read_curve(Job(self.path, {}, self.summary), name)
+        return curve[max(curve)] if curve else math.nan
 
     @property
     def selection(self) -> bool:
-        """An atlas_lr job: picks learning rates, never enters a verdict."""
-        return self.experiment == SELECTION_EXPERIMENT
+        """An lr-grid job (atlas_lr, atlas_mechanism): picks learning rates, never enters a verdict."""
+        return self.experiment in SELECTION_EXPERIMENTS
 
 
 def to_run(job: Job) -> Run:
     o = job.overrides
     config_file = job.path / "config.yaml"  # written at the end of a finished run, with the resolved values
-    lr = None
-    if config_file.exists():
-        lr = float(yaml.safe_load(config_file.read_text())["optimizer"]["lr"])
+    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    lr = float(config["optimizer"]["lr"]) if config else None
+    epochs = int(o.get("trainer.max_epochs", (config.get("trainer") or {}).get("max_epochs", ATLAS_EPOCHS)))
+    condition = o.get("condition", PLAIN)
     return Run(
-        head=job.head,
-        condition=o.get("condition", PLAIN),
+        head=job.head.rsplit("/", 1)[-1],  # head=control/tanh_half names the head tanh_half
+        # another schedule is another cell: the failure arm's rare objects are not the 6-epoch ones
+        condition=condition if epochs == ATLAS_EPOCHS else f"{condition}, {epochs} epochs",
         optimizer=o.get("optimizer", DEFAULT_OPTIMIZER),
         lr_scale=float(o.get("lr_scale", SHARED_SCALE)),
         seed=job.seed,
@@ -77,6 +137,7 @@ def to_run(job: Job) -> Run:
         path=job.path,
         summary=job.summary,
         lr=lr,
+        model=o.get("model", DEFAULT_MODEL),
     )
 
 
@@ -94,17 +155,36 @@ class GridPoint:
     lr_scale: float
     lr: float
     val: list[float]  # val/iou per seed
+    seeds: list[str] = field(default_factory=list)  # in the order of `val`
 
 
 def lr_grid(runs: list[Run]) -> list[GridPoint]:
-    groups: dict[tuple, list[Run]] = defaultdict(list)
+    groups: dict[tuple, dict[str, Run]] = defaultdict(dict)
     for run in runs:
-        if run.selection and run.summary is not None:
-            groups[(run.optimizer, run.head, run.lr_scale)].append(run)
+        if run.selection and run.summary is not None:  # a seed that two grids ran counts once
+            groups[(run.optimizer, run.arm, run.lr_scale)][run.seed] = run
     return [
-        GridPoint(optimizer, head, scale, members[0].lr, [float(r.summary["val/iou"]) for r in members])
-        for (optimizer, head, scale), members in sorted(groups.items())
+        GridPoint(
+            optimizer,
+            head,
+            scale,
+            members[0].lr,
+            [float(r.summary["val/iou"]) for r in members],
+            [r.seed for r in members],
+        )
+        for (optimizer, head, scale), by_seed in sorted(groups.items())
+        for members in [list(by_seed.values())]
     ]
+
+
+def grid_curves(grid: list[GridPoint], optimizer: str) -> dict[str, dict[str, dict[float, float]]]:
+    """head -> seed -> {lr: val IoU} of one optimizer's selection grid: what seg.study.shift fits."""
+    curves: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
+    for point in grid:
+        if point.optimizer == optimizer and point.lr:
+            for seed, value in zip(point.seeds, point.val, strict=True):
+                curves[point.head][seed][point.lr] = value
+    return {head: dict(seeds) for head, seeds in curves.items()}
 
 
 def best_scales(grid: list[GridPoint]) -> dict[tuple[str, str], float]:
@@ -124,13 +204,21 @@ def best_scales(grid: list[GridPoint]) -> dict[tuple[str, str], float]:
 class Cell:
     condition: str
     optimizer: str
-    setting: str  # "shared lr" or "matched lr"
-    head: str
+    setting: str  # "shared lr", "matched lr" (each head at its tuned lr) or "control"
+    head: str  # an arm: a head, or head@model
     against: str
     scales: tuple[float, float]  # lr_scale of head, of against
     stats: dict | None = None  # seg.study.compare.paired_comparison; None when a side has no runs
     missing: list[str] = field(default_factory=list)  # what is absent, as commands that would fill it
-    p_holm: float = math.nan
+    p_holm: float = math.nan  # only in the primary family
+    primary: bool = False  # tanh_mse − sigmoid_bce at the tuned rates: the declared primary family
+    seeds: dict[str, tuple[float, float]] = field(default_factory=dict)  # seed -> (head, against) test IoU
+    tost: dict | None = None  # seg.study.stats.tost of the paired Δ at MARGIN
+    collapse: dict | None = None  # seg.study.stats.collapse_endpoint
+    interaction: dict | None = None  # condition Δ − plain Δ (seg.study.stats.interaction), for a condition
+    metrics: dict[str, dict] = field(default_factory=dict)  # OPERATING_METRICS name -> paired_comparison
+    expect_equal: bool | None = None  # a control: the theory says equal (True) or does not (False)
+    why: str = ""  # a control's reason
 
     @property
     def context(self) -> str:
@@ -141,96 +229,155 @@ class Cell:
         return f"{self.head} − {self.against}"
 
 
-def measured(runs: list[Run]) -> dict[tuple, dict[str, float]]:
-    """(condition, optimizer, lr_scale, head) -> {seed: test IoU} over the finished measurement runs."""
-    table: dict[tuple, dict[str, float]] = defaultdict(dict)
+Table = dict[tuple, dict[str, Run]]  # (condition, optimizer, lr_scale, arm) -> {seed: finished measurement run}
+
+
+def measured_runs(runs: list[Run]) -> Table:
+    table: Table = defaultdict(dict)
     for run in runs:
         if not run.selection and run.summary is not None and METRIC in run.summary:
-            table[(run.condition, run.optimizer, run.lr_scale, run.head)][run.seed] = float(run.summary[METRIC])
+            table[(run.condition, run.optimizer, run.lr_scale, run.arm)][run.seed] = run
     return table
 
 
-def fill_command(condition: str, optimizer: str, scale: float, head: str) -> str:
-    if condition == PLAIN:
-        return f"python train.py -m experiment=atlas_confirm optimizer={optimizer} lr_scale={scale:g} head={head}"
-    return (
-        f"python train.py -m experiment=atlas_data condition={condition} optimizer={optimizer}"
-        f" lr_scale={scale:g} head={head}"
+def measured(runs: list[Run]) -> dict[tuple, dict[str, float]]:
+    """(condition, optimizer, lr_scale, arm) -> {seed: test IoU} over the finished measurement runs."""
+    return {key: values(seeds) for key, seeds in measured_runs(runs).items()}
+
+
+def values(seeds: dict[str, Run], metric: str = METRIC) -> dict[str, float]:
+    out = {seed: run.metric(metric) for seed, run in seeds.items()}
+    return {seed: v for seed, v in out.items() if not math.isnan(v)}
+
+
+def head_option(arm: str) -> str:
+    """The command-line overrides that select an arm: head=..., and model=... for an init control."""
+    head, _, model = arm.partition("@")
+    option = f"control/{head}" if head in CONTROL_HEADS else head
+    return f"head={option}" + (f" model={model}" if model else "")
+
+
+def fill_command(condition: str, optimizer: str, scale: float, head: str, experiment: str | None = None) -> str:
+    experiment = experiment or ("atlas_confirm" if condition == PLAIN else "atlas_data")
+    name, _, schedule = condition.partition(", ")  # "rare, 18 epochs"
+    where = ("" if name == PLAIN else f" condition={name}") + (
+        f" trainer.max_epochs={schedule.split()[0]}" if schedule else ""
     )
+    return f"python train.py -m experiment={experiment}{where} optimizer={optimizer} lr_scale={scale:g} {head_option(head)}"
 
 
-def compare(table, condition: str, optimizer: str, setting: str, pair, scales) -> Cell:
+def compare(table: Table, condition, optimizer, setting, pair, scales, experiment: str | None = None) -> Cell:
     cell = Cell(condition, optimizer, setting, pair[0], pair[1], scales)
     sides = [table.get((condition, optimizer, scale, head), {}) for head, scale in zip(pair, scales, strict=True)]
     for head, scale, seeds in zip(pair, scales, sides, strict=True):
         if len(seeds) < MIN_SEEDS:
-            cell.missing.append(
-                f"{head} has {len(seeds)} of {MIN_SEEDS} seeds: {fill_command(condition, optimizer, scale, head)}"
-            )
-    if all(sides):
-        cell.stats = paired_comparison(sides[0], sides[1])
+            command = fill_command(condition, optimizer, scale, head, experiment)
+            cell.missing.append(f"{head} has {len(seeds)} of {MIN_SEEDS} seeds: {command}")
+    if not all(sides):
+        return cell
+    head_iou, base_iou = values(sides[0]), values(sides[1])
+    cell.stats = paired_comparison(head_iou, base_iou)
+    common = sorted(set(head_iou) & set(base_iou), key=_seed_order)
+    cell.seeds = {seed: (head_iou[seed], base_iou[seed]) for seed in common}
+    cell.tost = tost([head_iou[s] - base_iou[s] for s in common])
+    cell.collapse = collapse_endpoint(head_iou, base_iou)
+    for metric in OPERATING_METRICS:
+        a, b = values(sides[0], metric), values(sides[1], metric)
+        if set(a) & set(b):
+            cell.metrics[metric] = paired_comparison(a, b)
     return cell
 
 
+def _seed_order(seed: str):
+    return (0, int(seed)) if seed.lstrip("-").isdigit() else (1, seed)
+
+
+def tuned_scales(best: dict[tuple[str, str], float], optimizer: str, pair) -> tuple[float, float] | None:
+    if all((optimizer, head) in best for head in pair):
+        return tuple(best[(optimizer, head)] for head in pair)
+    return None
+
+
 def atlas_cells(runs: list[Run]) -> list[Cell]:
-    """Every comparison the runs support or were meant to: plain data per optimizer at the shared and at matched
-    learning rates, then each data condition (at the shared lr of the optimizer it ran with)."""
-    table, best = measured(runs), best_scales(lr_grid(runs))
-    optimizers = sorted({r.optimizer for r in runs if r.condition == PLAIN})
+    """Every comparison the runs support or were meant to: per condition and optimizer, at the shared lr and at
+    the tuned rates (each head's own best lr_scale on the plain selection grid), then the exact controls."""
+    table, best = measured_runs(runs), best_scales(lr_grid(runs))
+    contexts = sorted({(r.condition, r.optimizer) for r in runs if not r.selection}, key=lambda c: (c[0] != PLAIN, c))
+    contexts += [(PLAIN, o) for o in sorted({r.optimizer for r in runs if r.selection}) if (PLAIN, o) not in contexts]
     cells = []
-    for optimizer in optimizers:
+    for condition, optimizer in contexts:
+        ran = {(r.arm, r.lr_scale) for r in runs if (r.condition, r.optimizer) == (condition, optimizer)}
+        shared_scales = sorted({scale for _, scale in ran} | ({SHARED_SCALE} if condition == PLAIN else set()))
         for pair in COMPARISONS:
-            cells.append(compare(table, PLAIN, optimizer, "shared lr", pair, (SHARED_SCALE, SHARED_SCALE)))
-        for pair in COMPARISONS:
-            if all((optimizer, head) in best for head in pair):
-                scales = tuple(best[(optimizer, head)] for head in pair)
-                if scales != (SHARED_SCALE, SHARED_SCALE):  # else it is the shared-lr cell: one test, not two
-                    cells.append(compare(table, PLAIN, optimizer, "matched lr", pair, scales))
-    conditions = sorted(
-        {(r.condition, r.optimizer, r.lr_scale) for r in runs if r.condition != PLAIN and not r.selection}
-    )
-    for condition, optimizer, scale in conditions:
-        heads = {r.head for r in runs if (r.condition, r.optimizer, r.lr_scale) == (condition, optimizer, scale)}
-        for pair in COMPARISONS:
-            if set(pair) <= heads:
-                cells.append(compare(table, condition, optimizer, "shared lr", pair, (scale, scale)))
+            tuned = tuned_scales(best, optimizer, pair)
+            for scale in shared_scales:  # both heads at one lr_scale (a condition may have run at another)
+                if condition == PLAIN and scale != SHARED_SCALE:
+                    continue
+                if condition != PLAIN and not all((head, scale) in ran for head in pair):
+                    continue
+                cell = compare(table, condition, optimizer, "shared lr", pair, (scale, scale))
+                cell.primary = pair == PRIMARY and tuned == (scale, scale)
+                cells.append(cell)
+            if tuned is not None and tuned[0] != tuned[1] or (tuned is not None and tuned[0] not in shared_scales):
+                cell = compare(table, condition, optimizer, "matched lr", pair, tuned)
+                cell.primary = pair == PRIMARY
+                cells.append(cell)
+    cells += control_cells(table, runs)
+    add_interactions(cells)
     apply_holm(cells)
     return cells
 
 
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjustment: the k-th smallest of m p values times (m - k + 1), kept monotone, capped at 1.
+def control_cells(table: Table, runs: list[Run]) -> list[Cell]:
+    """The exact controls of CONTROLS, for every optimizer that ran a control arm (experiment=atlas_controls)."""
+    ran = {r.optimizer for r in runs if r.experiment == "atlas_controls"}
+    cells = []
+    for control in CONTROLS:
+        if control.optimizer not in ran:
+            continue
+        pair, scales = (control.arm, control.against), (control.scale, control.against_scale)
+        cell = compare(table, PLAIN, control.optimizer, "control", pair, scales, experiment="atlas_controls")
+        cell.expect_equal, cell.why = control.equal, control.why
+        cells.append(cell)
+    return cells
 
-    Controls the family-wise error rate at alpha over all m tests without assuming they are independent.
-    """
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    adjusted, running = [math.nan] * m, 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
+
+def add_interactions(cells: list[Cell]) -> None:
+    """Each condition cell's Δ minus the plain-data Δ of the same comparison, optimizer and lr_scales (on the
+    atlas's own schedule only: a longer one would confound the condition with the training length)."""
+    plain = {(c.optimizer, c.comparison, c.scales): c for c in cells if c.condition == PLAIN and c.setting != "control"}
+    for cell in cells:
+        base = plain.get((cell.optimizer, cell.comparison, cell.scales))
+        if cell.condition == PLAIN or ", " in cell.condition or base is None or not cell.seeds or not base.seeds:
+            continue
+        cell.interaction = interaction(
+            {s: v[0] for s, v in cell.seeds.items()},
+            {s: v[1] for s, v in cell.seeds.items()},
+            {s: v[0] for s, v in base.seeds.items()},
+            {s: v[1] for s, v in base.seeds.items()},
+        )
 
 
 def apply_holm(cells: list[Cell]) -> None:
-    """One family: every cell with a paired-t p. Cells without one (missing, or no spread) are not tests."""
-    tested = [c for c in cells if c.stats is not None and not math.isnan(c.stats["t_p"])]
+    """The declared primary family only: tanh_mse − sigmoid_bce at the tuned rates, with a paired-t p."""
+    tested = [c for c in cells if c.primary and c.stats is not None and not math.isnan(c.stats["t_p"])]
     for cell, p in zip(tested, holm([c.stats["t_p"] for c in tested]), strict=True):
         cell.p_holm = p
 
 
-def excludes_zero(stats: dict) -> bool:
-    lows, highs = (stats["ci_low"], stats["t_ci_low"]), (stats["ci_high"], stats["t_ci_high"])
-    return all(low > 0 for low in lows) or all(high < 0 for high in highs)
-
-
 def significance(cell: Cell) -> int:
-    """2: both CIs exclude 0 and Holm p < alpha; 1: both CIs exclude 0 before correction only; 0: neither."""
+    """2: both CIs exclude 0 and (primary) Holm p < alpha or (secondary) t p < alpha; 1: both CIs exclude 0
+    only; 0: neither."""
     if cell.stats is None or cell.stats["n"] < 2 or math.isnan(cell.stats["ci_low"]):
         return 0
     if not excludes_zero(cell.stats):
         return 0
-    return 2 if cell.p_holm < ALPHA else 1
+    p = cell.p_holm if cell.primary else cell.stats["t_p"]
+    return 2 if p < ALPHA else 1
+
+
+def equivalent(cell: Cell) -> bool:
+    return cell.tost is not None and cell.tost["equivalent"]
 
 
 def verdict(cell: Cell) -> str:
@@ -240,12 +387,28 @@ def verdict(cell: Cell) -> str:
     if s["n"] < 2 or math.isnan(s["ci_low"]):
         return f"too few paired seeds ({s['n']})"
     direction = f"{cell.head} {'better' if s['mean_diff'] > 0 else 'worse'} by {abs(s['mean_diff']):.4f}"
-    level = significance(cell)
+    level, label = significance(cell), "Holm p" if cell.primary else "p, uncorrected"
+    p = cell.p_holm if cell.primary else s["t_p"]
     if level == 2:
-        return f"{direction} (Holm p = {cell.p_holm:.3g})"
+        return f"{direction} ({label} = {p:.3g})"
     if level == 1:
-        return f"{direction} before correction; not significant after Holm (p = {cell.p_holm:.3g})"
-    return f"no difference resolved ({s['mean_diff']:+.4f}; could detect ≥ {s['detectable']:.4f})"
+        return f"{direction} by both CIs; not significant ({label} = {p:.3g})"
+    if equivalent(cell):
+        return f"equivalent within ±{MARGIN:g} (TOST p = {cell.tost['p']:.3g})"
+    return (
+        f"unresolved ({s['mean_diff']:+.4f}; could detect ≥ {s['detectable']:.4f}; not equivalent within ±{MARGIN:g})"
+    )
+
+
+def survives_tuned_threshold(cell: Cell) -> str:
+    """Whether a gap resolved at 0.5 is still resolved, in the same direction, at the val-tuned threshold."""
+    tuned = cell.metrics.get("test/iou@val_threshold")
+    if cell.stats is None or not excludes_zero(cell.stats):
+        return "no gap at 0.5"
+    if tuned is None or tuned["n"] < 2 or math.isnan(tuned["ci_low"]):
+        return "not measured"
+    same = excludes_zero(tuned) and (tuned["mean_diff"] > 0) == (cell.stats["mean_diff"] > 0)
+    return "survives" if same else "gone"
 
 
 # --- provenance -----------------------------------------------------------------------------------------
@@ -306,9 +469,17 @@ def to_json(cells: list[Cell]) -> str:
                 "context": c.context,
                 "comparison": c.comparison,
                 "scales": c.scales,
+                "primary": c.primary,
                 **(c.stats or {}),
                 "p_holm": c.p_holm,
                 "verdict": verdict(c),
+                "per_seed": {seed: {"head": h, "against": b} for seed, (h, b) in c.seeds.items()},
+                "tost": c.tost,
+                "collapse": c.collapse,
+                "interaction": c.interaction,
+                "metrics": c.metrics,
+                "tuned_threshold": survives_tuned_threshold(c),
+                **({"expect_equal": c.expect_equal, "why": c.why} if c.expect_equal is not None else {}),
                 "missing": c.missing,
             }
             for c in cells

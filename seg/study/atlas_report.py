@@ -1,28 +1,26 @@
-"""Rendering the head atlas (seg.study.atlas): report.md, heatmap.png, learning_rates.png, cells.json."""
+"""Rendering the head atlas (seg.study.atlas) as report.md and cells.json, with the claims table first.
+
+The figures are seg/study/atlas_figures.py's; what each data condition is, measured on its files,
+seg/study/atlas_conditions.py's.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import cv2
-import matplotlib
-import matplotlib.ticker
+import numpy as np
+import yaml
 
-matplotlib.use("Agg")  # files only; no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-
-from seg.paths import resolve_project_path  # noqa: E402
-from seg.study.atlas import (  # noqa: E402
+from seg.study import claims as claims_of
+from seg.study.atlas import (
     ALPHA,
     BASELINE,
-    COMPARISONS,
     DEFAULT_OPTIMIZER,
     MIN_SEEDS,
+    OPERATING_METRICS,
     PLAIN,
+    PREDICTED_SHIFTS,
     SHARED_SCALE,
     Cell,
     Run,
@@ -31,16 +29,20 @@ from seg.study.atlas import (  # noqa: E402
     describe_arms,
     failed_runs,
     fill_command,
+    grid_curves,
     lr_grid,
     measured,
     significance,
+    survives_tuned_threshold,
     to_json,
     verdict,
 )
-from seg.study.baselines import threshold_iou  # noqa: E402
-from seg.study.report import fmt, fmt_p, save_figure  # noqa: E402
-
-MARKS = {0: "", 1: "°", 2: "*"}  # in the heatmap and the table
+from seg.study.atlas_conditions import condition_facts
+from seg.study.atlas_figures import MARKS, write_heatmap, write_lr_figure
+from seg.study.failure import failure_table, failure_tests, summarize
+from seg.study.report import fmt, fmt_p
+from seg.study.shift import fit_shifts
+from seg.study.stats import COLLAPSE_BELOW, MARGIN
 
 
 def render_atlas(directories: list[Path], runs: list[Run], out: Path) -> Path:
@@ -48,116 +50,30 @@ def render_atlas(directories: list[Path], runs: list[Run], out: Path) -> Path:
     cells = atlas_cells(runs)
     heatmap = out / "heatmap.png" if write_heatmap(cells, out / "heatmap.png") else None
     curves = out / "learning_rates.png" if write_lr_figure(runs, out / "learning_rates.png") else None
+    shifts = lr_shifts(runs)
+    failure = {condition: failure_tests(by_head) for condition, by_head in failure_table(runs).items()}
     (out / "cells.json").write_text(to_json(cells) + "\n")
     report = out / "report.md"
-    report.write_text(render_markdown(directories, runs, cells, heatmap, curves))
+    report.write_text(render_markdown(directories, runs, cells, heatmap, curves, shifts, failure))
     return report
 
 
-# --- the figures ----------------------------------------------------------------------------------------
-
-
-def write_heatmap(cells: list[Cell], path: Path) -> bool:
-    """Rows: contexts; columns: comparisons; colour: mean paired Δ test IoU; * Holm-significant, ° CIs only."""
-    contexts = list(dict.fromkeys(c.context for c in cells))
-    columns = [f"{head} − {against}" for head, against in COMPARISONS]
-    if not contexts:
-        return False
-    values = np.full((len(contexts), len(columns)), np.nan)
-    labels = [["" for _ in columns] for _ in contexts]
-    for cell in cells:
-        if cell.stats is None:
-            continue
-        i, j = contexts.index(cell.context), columns.index(cell.comparison)
-        values[i, j] = cell.stats["mean_diff"]
-        labels[i][j] = f"{cell.stats['mean_diff']:+.3f}{MARKS[significance(cell)]}"
-    limit = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(contexts) + 1.8))
-    cmap = plt.get_cmap("RdBu").with_extremes(bad="#dddddd")  # grey: not measured
-    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
-    for i in range(len(contexts)):
-        for j in range(len(columns)):
-            dark = np.isfinite(values[i, j]) and abs(values[i, j]) > 0.6 * limit
-            ax.text(
-                j, i, labels[i][j] or "n/a", ha="center", va="center", fontsize=8, color="white" if dark else "black"
-            )
-    ax.set_xticks(range(len(columns)), [c.replace(" − ", "\n− ") for c in columns], fontsize=8)
-    ax.set_yticks(range(len(contexts)), contexts, fontsize=8)
-    ax.set_title(f"Δ test IoU (paired by seed); * Holm p < {ALPHA} and both 95% CIs exclude 0; ° CIs only", fontsize=9)
-    fig.colorbar(image, ax=ax, label="mean Δ test IoU")
-    save_figure(fig, path)
-    return True
-
-
-def write_lr_figure(runs: list[Run], path: Path) -> bool:
-    """Val IoU (selection seeds, mean ± sd) against the learning rate, per head, one panel per optimizer."""
+def lr_shifts(runs: list[Run]) -> dict[str, dict[str, dict]]:
+    """optimizer -> seg.study.shift.fit_shifts over that optimizer's selection grid (with >= 4 rates a head)."""
     grid = lr_grid(runs)
-    if not grid:
-        return False
-    best = best_scales(grid)
-    optimizers = sorted({p.optimizer for p in grid})
-    fig, axes = plt.subplots(1, len(optimizers), figsize=(5.5 * len(optimizers), 4), squeeze=False)
-    for ax, optimizer in zip(axes[0], optimizers, strict=True):
-        for head in sorted({p.head for p in grid if p.optimizer == optimizer}):
-            points = sorted((p for p in grid if (p.optimizer, p.head) == (optimizer, head)), key=lambda p: p.lr)
-            lrs = [p.lr for p in points]
-            means = [np.mean(p.val) for p in points]
-            stds = [np.std(p.val, ddof=1) if len(p.val) > 1 else 0.0 for p in points]
-            line = ax.errorbar(lrs, means, yerr=stds, marker="o", capsize=3, label=f"{head} (n={len(points[0].val)})")
-            chosen = next(p for p in points if p.lr_scale == best[(optimizer, head)])
-            ax.plot([chosen.lr], [np.mean(chosen.val)], "o", ms=13, mfc="none", color=line[0].get_color())
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the decades: the points name the rest
-        ax.set_xlabel(f"{optimizer} peak learning rate")
-        ax.set_ylabel("val IoU (selection seeds)")
-        ax.set_title(f"{optimizer}: ring = the head's chosen lr", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    save_figure(fig, path)
-    return True
-
-
-# --- the data conditions --------------------------------------------------------------------------------
-
-
-def condition_facts(run: Run) -> dict:
-    """Foreground fraction and best global threshold IoU of the condition's test split; for label noise, how
-    much of the training masks it changed. Measured on the data folder the run read (n/a if it is gone)."""
-    config = yaml.safe_load((run.path / "config.yaml").read_text())
-    root = resolve_project_path(config["data"]["root"])
-    facts = {"root": str(config["data"]["root"])}
-    test = _read_split(root / "test")
-    if test:
-        images, masks = zip(*test, strict=True)
-        facts["foreground"] = float(np.mean([m.mean() for m in masks]))
-        facts["threshold_iou"] = threshold_iou(images, masks)["iou"]
-    noise = config["data"].get("label_noise")
-    train = _read_split(root / "train") if noise else []
-    if train:
-        noise_of = instantiate(noise)
-        masks = [m for _, m in train]
-        noisy = [noise_of(m.astype(np.uint8), index) for index, m in enumerate(masks)]
-        facts["changed"] = float(np.mean([(a != b).mean() for a, b in zip(masks, noisy, strict=True)]))
-        kept = sum(int((a & b).sum()) for a, b in zip(masks, noisy, strict=True))
-        facts["foreground_kept"] = kept / max(1, sum(int(m.sum()) for m in masks))
-    return facts
-
-
-def _read_split(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    if not (folder / "images").is_dir():
-        return []
-    pairs = []
-    for image_file in sorted((folder / "images").glob("*.png")):
-        image = cv2.imread(str(image_file), cv2.IMREAD_GRAYSCALE)
-        mask = cv2.imread(str(folder / "masks" / image_file.name), cv2.IMREAD_GRAYSCALE)
-        pairs.append((image, (mask > 0).astype(np.uint8)))
-    return pairs
+    out = {}
+    for optimizer in sorted({p.optimizer for p in grid}):
+        curves = grid_curves(grid, optimizer)
+        curves = {h: c for h, c in curves.items() if len({lr for by_lr in c.values() for lr in by_lr}) >= 4}
+        if BASELINE in curves and len(curves) > 1:
+            out[optimizer] = fit_shifts(curves, BASELINE)
+    return out
 
 
 # --- report.md ------------------------------------------------------------------------------------------
 
 
-def render_markdown(directories, runs, cells, heatmap: Path | None, curves: Path | None) -> str:
+def render_markdown(directories, runs, cells, heatmap, curves, shifts=None, failure=None) -> str:
     lines = [
         "# The head atlas",
         "",
@@ -166,6 +82,7 @@ def render_markdown(directories, runs, cells, heatmap: Path | None, curves: Path
         "    python scripts/atlas.py " + " ".join(map(str, directories)),
         "",
     ]
+    lines += _claims_section(cells, shifts or {}, failure or {})
     lines += _arms_section(directories, runs)
     lines += _schedule_section(runs)
     lines += _cells_section(cells)
@@ -177,7 +94,12 @@ def render_markdown(directories, runs, cells, heatmap: Path | None, curves: Path
             "n/a in the heatmap: not measured, or, in a matched-lr row, both heads chose the shared lr (that cell is "
             "then the shared-lr one, counted once).",
         ]
+    lines += _seeds_section(cells)
+    lines += _operating_point_section(cells)
+    lines += _interactions_section(cells)
     lines += _lr_section(runs, curves)
+    lines += _shift_section(shifts or {})
+    lines += _failure_section(runs)
     lines += _conditions_section(runs)
     lines += _gaps_section(runs, cells)
     return "\n".join(lines) + "\n"
@@ -219,35 +141,191 @@ def _schedule_section(runs) -> list[str]:
     ]
 
 
+def _claims_section(cells, shifts, failure) -> list[str]:
+    claims = claims_of.cell_claims(cells) + claims_of.shift_claims(shifts) + claims_of.failure_claims(failure)
+    lines = [
+        "## Claims",
+        "",
+        "Each claim, the test that decides it (docs/results/atlas/preregistration.md), its numbers and its status: "
+        "supported, refuted, unresolved (the test decides neither way) or untested (its runs are missing; the "
+        "commands are at the end).",
+        "",
+        "| claim | test | numbers | status |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {c.claim} | {c.test} | {c.numbers} | **{c.status}** |" for c in claims]
+    return lines + [""]
+
+
 def _cells_section(cells: list[Cell]) -> list[str]:
+    n_primary = sum(c.p_holm == c.p_holm for c in cells)
     lines = [
         "## Every cell: paired Δ test IoU",
         "",
-        "Δ = the first head − the second, per seed, on the seeds both ran (measurement seeds only). CI: 95% BCa "
+        "Δ = the first arm − the second, per seed, on the seeds both ran (measurement seeds only). CI: 95% BCa "
         "bootstrap of the mean Δ; t CI: 95% Student-t. p: exact Wilcoxon signed-rank (two-sided) and paired t. "
-        f"Holm: the paired-t p corrected over all {sum(c.p_holm == c.p_holm for c in cells)} tested cells of this "
-        "atlas. Detectable: the smallest true mean Δ a paired t-test on these seeds finds with 80% power at "
-        f"α = {ALPHA} (uncorrected). Verdict: * significant after Holm with both CIs excluding 0; ° both CIs "
-        "exclude 0 but Holm does not confirm it.",
+        f"Holm: over the declared primary family only (tanh_mse − sigmoid_bce at the tuned rates, {n_primary} "
+        "tested cells, marked P); every other cell is secondary and its p is uncorrected. TOST: paired "
+        f"equivalence within ±{MARGIN:g}. Collapsed: seeds with test IoU < {COLLAPSE_BELOW:g} (head / other), "
+        "Fisher p of the two rates, and Δ over the seeds where neither collapsed. Detectable: the smallest true "
+        f"mean Δ a paired t-test on these seeds finds with 80% power at α = {ALPHA}. Verdict: * p < {ALPHA} with "
+        "both CIs excluding 0; ° both CIs exclude 0 only.",
         "",
-        "| condition | optimizer | lr (scale: head / other) | comparison | n | Δ mean | 95% CI | t CI | Wilcoxon p | t p | Holm p | detectable | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| condition | optimizer | lr (scale: head / other) | comparison | n | Δ mean | 95% CI | t CI | Wilcoxon p | t p | Holm p | TOST p | collapsed | Δ given success | detectable | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         s = c.stats
-        scales = f"{c.setting} ({c.scales[0]:g} / {c.scales[1]:g})"
+        scales = f"{c.setting} ({c.scales[0]:g} / {c.scales[1]:g})" + (" P" if c.primary else "")
         if s is None:
             lines.append(
-                f"| {c.condition} | {c.optimizer} | {scales} | {c.comparison} | 0 | | | | | | | | not measured |"
+                f"| {c.condition} | {c.optimizer} | {scales} | {c.comparison} | 0 | | | | | | | | | | | not measured |"
             )
             continue
+        k = c.collapse
+        collapsed = f"{k['k']} / {k['k_other']} (p {fmt_p(k['fisher_p'])})" if k else ""
+        success = k["given_success"] if k else None
+        given = f"{success['mean_diff']:+.4f} (n {success['n']})" if success and success["n"] else "n/a"
         lines.append(
             f"| {c.condition} | {c.optimizer} | {scales} | {c.comparison} | {s['n']} | {s['mean_diff']:+.4f}"
             f"{MARKS[significance(c)]} | [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}] | [{fmt(s['t_ci_low'])},"
             f" {fmt(s['t_ci_high'])}] | {fmt_p(s['wilcoxon_p'])} | {fmt_p(s['t_p'])} | {fmt_p(c.p_holm)}"
-            f" | {fmt(s['detectable'])} | {verdict(c)} |"
+            f" | {fmt_p(c.tost['p'])} | {collapsed} | {given} | {fmt(s['detectable'])} | {verdict(c)} |"
         )
     return lines
+
+
+def _seeds_section(cells: list[Cell]) -> list[str]:
+    measured_cells = [c for c in cells if c.seeds]
+    if not measured_cells:
+        return []
+    lines = ["", "## Per-seed test IoU", "", "head / other, per measurement seed (also in cells.json).", ""]
+    lines += ["| cell | comparison | per seed (head / other) |", "|---|---|---|"]
+    for c in measured_cells:
+        per_seed = ", ".join(f"{seed}: {h:.3f} / {b:.3f}" for seed, (h, b) in c.seeds.items())
+        lines.append(f"| {c.context} ({c.scales[0]:g} / {c.scales[1]:g}) | {c.comparison} | {per_seed} |")
+    return lines
+
+
+def _operating_point_section(cells: list[Cell]) -> list[str]:
+    with_metrics = [c for c in cells if c.metrics]
+    if not with_metrics:
+        return [
+            "",
+            "## Operating-point-fair metrics",
+            "",
+            "No run recorded " + ", ".join(f"`{m}`" for m in OPERATING_METRICS) + " yet.",
+        ]
+    lines = [
+        "",
+        "## Operating-point-fair metrics",
+        "",
+        "Paired Δ (head − other) with its 95% t CI, per metric the runs recorded (summary.json, else metrics.csv). "
+        "Tuned threshold: whether a gap resolved at 0.5 is still resolved, same sign, at the threshold tuned on val.",
+        "",
+        "| cell | comparison | " + " | ".join(OPERATING_METRICS) + " | gap at 0.5 at the tuned threshold |",
+        "|---|---|" + "---|" * len(OPERATING_METRICS) + "---|",
+    ]
+    for c in with_metrics:
+        row = []
+        for metric in OPERATING_METRICS:
+            m = c.metrics.get(metric)
+            row.append(f"{m['mean_diff']:+.4f} [{fmt(m['t_ci_low'])}, {fmt(m['t_ci_high'])}]" if m else "")
+        lines.append(f"| {c.context} | {c.comparison} | " + " | ".join(row) + f" | {survives_tuned_threshold(c)} |")
+    return lines
+
+
+def _interactions_section(cells: list[Cell]) -> list[str]:
+    rows = [c for c in cells if c.interaction is not None]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Interactions: condition Δ − plain Δ",
+        "",
+        "What a hypothesis about a condition predicts: the condition moves the gap. Paired by seed when both "
+        "cells ran the same seeds, else Welch.",
+        "",
+        "| condition | optimizer | lr | comparison | interaction | 95% CI | p | n | paired |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in rows:
+        i = c.interaction
+        lines.append(
+            f"| {c.condition} | {c.optimizer} | {c.setting} ({c.scales[0]:g} / {c.scales[1]:g}) | {c.comparison}"
+            f" | {fmt(i['mean'])} | [{fmt(i['ci_low'])}, {fmt(i['ci_high'])}] | {fmt_p(i['p'])} | {i['n']} | {i['paired']} |"
+        )
+    return lines
+
+
+def _shift_section(shifts: dict[str, dict[str, dict]]) -> list[str]:
+    if not shifts:
+        return []
+    lines = [
+        "",
+        "## Learning-rate shift against sigmoid_bce",
+        "",
+        "One cubic in log lr shared by every head, moved sideways per head (seg/study/shift.py): a head at lr "
+        f"× c does what {BASELINE} does at lr. 95% percentile bootstrap over selection seeds.",
+        "",
+        "| optimizer | head | fitted c | 95% CI | predicted | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for optimizer, fitted in shifts.items():
+        for head, f in fitted.items():
+            predicted = PREDICTED_SHIFTS.get(optimizer, {}).get(head)
+            lines.append(
+                f"| {optimizer} | {head} | {f['shift']:.3f} | [{f['ci_low']:.3f}, {f['ci_high']:.3f}]"
+                f" | {'—' if predicted is None else f'{predicted:g}'} | {f['n_seeds']} |"
+            )
+    return lines
+
+
+def _failure_section(runs) -> list[str]:
+    table = failure_table(runs)
+    if not table:
+        return []
+    lines = ["", "## Failure-rate arm", ""]
+    for condition, by_head in table.items():
+        lines += [
+            f"### {condition}",
+            "",
+            "| head | seeds | collapsed | 95% CI (exact) | escaped | median escape step | late stuck fraction | late stuck of wrong |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        tests = failure_tests(by_head)
+        for head, outcomes in sorted(by_head.items()):
+            s = summarize(outcomes)
+            ci = _rate_ci(tests, head)
+            lines.append(
+                f"| {head} | {s['n']} | {s['collapsed']} | {ci} | {s['escaped']} | {fmt(s['median_escape_step'], 0)}"
+                f" | {fmt(s['stuck_fraction'])} | {fmt(s['stuck_of_wrong'])} |"
+            )
+        lines += ["", "| comparison | rates | Fisher p | Barnard p |", "|---|---|---|---|"]
+        for name, t in tests.items():
+            lines.append(
+                f"| {name} | {t['k']}/{t['n']} vs {t['k_other']}/{t['n_other']} | {fmt_p(t['fisher_p'])} | {fmt_p(t['barnard_p'])} |"
+            )
+        lines += ["", "Per seed (test IoU, escape step):", ""]
+        for head, outcomes in sorted(by_head.items()):
+            per_seed = ", ".join(
+                f"{o.seed}: {o.test_iou:.3f} @ {o.escape_step if o.escape_step is not None else 'never'}"
+                for o in outcomes
+            )
+            lines.append(f"- {head}: {per_seed}")
+        lines.append("")
+    return lines
+
+
+def _rate_ci(tests: dict, head: str) -> str:
+    for name, t in tests.items():
+        if name.startswith(head + " "):
+            low, high = t["rate_ci"]
+            return f"[{low:.2f}, {high:.2f}]"
+        if name.split(" vs ")[1].split(" ")[0] == head:
+            low, high = t["rate_other_ci"]
+            return f"[{low:.2f}, {high:.2f}]"
+    return "n/a"
 
 
 def _lr_section(runs, curves: Path | None) -> list[str]:

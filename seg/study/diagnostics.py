@@ -5,7 +5,9 @@
   `val/brier` (mean squared error of the head's probability against the {0,1} mask);
 - on every `every_n_steps`-th training batch: `train/stuck_fraction` (pixels on the wrong side of the
   decision rule whose |dL/dz| is below `stuck_below`, as a fraction of all pixels), `train/stuck_of_wrong`
-  (the same, as a fraction of the wrong pixels) and `train/wrong_grad` (mean |dL/dz| of the wrong pixels).
+  (the same, as a fraction of the wrong pixels), `train/wrong_grad` (mean |dL/dz| of the wrong pixels) and
+  `train/foreground_recall` (the fraction of the batch's foreground pixels predicted foreground: the atlas reads
+  a run's time to escape the all-background solution from it, seg.study.failure).
 
 Every statistic is over the pixels that count (the batch's `valid`: not ignored by the mask policy, not
 padding), as the loss and the metrics are; a trimap's border or an eye's outside would otherwise bias them.
@@ -44,10 +46,13 @@ def stuck_statistics(head: Head, logits: Tensor, mask: Tensor, valid: Tensor, st
     wrong = (head.predict(logits.detach().float()) != (mask > 0.5)) & valid
     stuck = wrong & (grad < stuck_below)
     n_wrong = wrong.sum()
+    foreground = (mask > 0.5) & valid
+    found = head.predict(logits.detach().float()) & foreground
     return {
         "stuck_fraction": stuck.sum() / valid.sum().clamp_min(1),
         "stuck_of_wrong": stuck.sum() / n_wrong.clamp_min(1),
         "wrong_grad": (grad * wrong).sum() / n_wrong.clamp_min(1),
+        "foreground_recall": found.sum() / foreground.sum().clamp_min(1),
     }
 
 

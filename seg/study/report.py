@@ -6,15 +6,11 @@ import math
 import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from rich.console import Console
+from rich.table import Table
 
-matplotlib.use("Agg")  # files only; no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from seg.study.compare import (  # noqa: E402
+from seg.study.compare import (
     METRICS,
     Study,
     describe,
@@ -26,6 +22,8 @@ from seg.study.compare import (  # noqa: E402
     paired_comparison,
     read_curve,
 )
+from seg.study.figures import new_figure, save_figure
+from seg.study.stats import excludes_zero
 
 DIAGNOSTICS = (  # (column title, how to read it from a job)
     ("stuck of wrong (late train)", lambda job: late_mean(job, "train/stuck_of_wrong")),
@@ -83,8 +81,7 @@ def verdict(row: dict, metric: str = "test/iou") -> str:
     if c["n"] < 2 or math.isnan(c["ci_low"]):
         return "too few paired seeds to say"
     direction = "better" if c["mean_diff"] > 0 else "worse"
-    lows, highs = (c["ci_low"], c["t_ci_low"]), (c["ci_high"], c["t_ci_high"])
-    if all(low > 0 for low in lows) or all(high < 0 for high in highs):
+    if excludes_zero(c):
         strength = "both 95% CIs exclude 0"
         if not c["wilcoxon_p"] < 0.05:
             strength += f", but Wilcoxon p = {fmt_p(c['wilcoxon_p'])} is not < 0.05"
@@ -93,7 +90,7 @@ def verdict(row: dict, metric: str = "test/iou") -> str:
 
 
 def write_curves(study: Study, path: Path, metric: str = "val/iou") -> bool:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax,) = new_figure(7, 4.5)
     drawn = False
     for label, jobs in sorted(study.groups.items()):
         curves = [read_curve(job, metric) for job in jobs]
@@ -106,7 +103,6 @@ def write_curves(study: Study, path: Path, metric: str = "val/iou") -> bool:
         ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
         drawn = True
     if not drawn:
-        plt.close(fig)
         return False
     ax.set_xlabel("training step")
     ax.set_ylabel(metric)
@@ -115,13 +111,6 @@ def write_curves(study: Study, path: Path, metric: str = "val/iou") -> bool:
     ax.legend(fontsize=8)
     save_figure(fig, path)
     return True
-
-
-def save_figure(fig, path: Path) -> None:
-    """Every report figure the same way: tight layout, 120 dpi PNG, the figure freed."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def render_markdown(study: Study, baseline: str, directories: list[Path], curves: Path | None) -> str:
