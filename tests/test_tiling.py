@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from seg.errors import UserError
 from seg.data.collate import symmetric_index
+from seg.errors import UserError
 from seg.inference.tiling import Tiling, tile_starts, tiled_probability, tiling_from_config
 
 

@@ -90,7 +90,10 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(weights)
     return TrainedModel(
-        net=net.to(device).eval(), head=head, config=config, operating_point=dict(checkpoint.get(OPERATING_POINT_KEY, {}))
+        net=net.to(device).eval(),
+        head=head,
+        config=config,
+        operating_point=dict(checkpoint.get(OPERATING_POINT_KEY, {})),
     )
 
 

@@ -115,7 +115,9 @@ def predict_files(
         bucket = pending.setdefault(_padded_size(image, model.stride), [])
         bucket.append((path, image))
         if len(bucket) == batch_size:
-            yield from _predict_batch(model, pending.pop(_padded_size(image, model.stride)), mean, std, device, decision)
+            yield from _predict_batch(
+                model, pending.pop(_padded_size(image, model.stride)), mean, std, device, decision
+            )
     for bucket in pending.values():
         yield from _predict_batch(model, bucket, mean, std, device, decision)
 

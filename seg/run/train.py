@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from seg.errors import UserError
 from seg.data.collate import PadCollate
+from seg.errors import UserError
 from seg.inference.checkpoint import resume_checkpoint, store_operating_point
 from seg.inference.operating_point import measure_operating_point
 from seg.model.module import SegmentationModule
@@ -168,7 +168,9 @@ def operating_point(module, datamodule, device, best: Path | None, run_dir: Path
     loaders = {
         # Every image in one process: under DDP the datamodule's own loaders hold one rank's share.
         split: DataLoader(
-            datamodule.splits[split], batch_size=datamodule.eval_batch_size, collate_fn=PadCollate(datamodule.pad_multiple)
+            datamodule.splits[split],
+            batch_size=datamodule.eval_batch_size,
+            collate_fn=PadCollate(datamodule.pad_multiple),
         )
         for split in ("val", "test")
     }
