@@ -86,6 +86,8 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
     head = instantiate(config.head)
     # Not compiled for inference, whatever training did (configs from before model.compile existed lack the key).
     overrides = {"compile": False} if "compile" in config.model else {}
+    if config.model.get("encoder_weights_path"):  # the checkpoint holds the trained weights; the file may be gone
+        overrides["encoder_weights_path"] = None
     net = build_network(config.model, head=head, in_channels=int(config.data.in_channels), **overrides)
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(weights)
