@@ -15,11 +15,13 @@ def main(cfg: DictConfig) -> None:
     with report_user_errors():
         check_value_ranges(cfg)  # batch_size=0: one line, before the checkpoint is read
         report = evaluate(cfg)
-        spread = report["per_image_iou"]
+        spread, split = report["per_image_iou"], report["split"]
         Console().print(
-            f"{report['split']}: IoU {report[report['split'] + '/iou']:.4f}  Dice {report[report['split'] + '/dice']:.4f}"
+            f"{split}: IoU {report[split + '/iou']:.4f}  Dice {report[split + '/dice']:.4f}"
+            f" at threshold {report['threshold']:g} ({report['threshold_source']})  AP {report[split + '/ap']:.4f}"
             f"  per image: mean {spread['mean']:.4f}, median {spread['median']:.4f}, worst {spread['min']:.4f}"
-            f"  ({report['images']} images, {report['seconds']:.1f} s) -> {report['output']}"
+            f"  ({report['images']} images, {report['seconds']:.1f} s) -> {report['output']}",
+            soft_wrap=True,
         )
 
 

@@ -231,3 +231,53 @@ def test_a_checkpoint_that_is_not_ours_is_one_line(tmp_path):
     (tmp_path / "x.ckpt").write_bytes(b"garbage")
     with pytest.raises(Exception, match=r"x.ckpt: cannot be read as a checkpoint \(.*\); use a .ckpt a run wrote"):
         load_trained_model(tmp_path / "x.ckpt")
+
+
+OPERATING_POINT_KEYS = (
+    "val_threshold", "test/iou@val_threshold", "test/dice@val_threshold", "test/ap", "temperature",
+    "test/ece", "test/brier", "test/ece@temperature", "test/brier@temperature",
+)  # fmt: skip
+
+
+def test_the_run_stores_its_operating_point_and_eval_reuses_it(tiny_run, tmp_path):
+    """summary.json's threshold and calibration entries, the same numbers from eval.py on the checkpoint."""
+    assert all(isinstance(tiny_run[key], float) for key in OPERATING_POINT_KEYS)
+    assert 0 < tiny_run["val_threshold"] < 1 and tiny_run["temperature"] > 0
+    assert (Path(tiny_run["run_dir"]) / "reliability.png").stat().st_size > 0
+    model = load_trained_model(tiny_run["best_checkpoint"])
+    assert model.operating_point == {"val_threshold": tiny_run["val_threshold"], "temperature": tiny_run["temperature"]}
+
+    ckpt = tiny_run["best_checkpoint"]
+    picked = evaluate(compose_entry("eval", f"ckpt={ckpt}", "threshold=val", f"output={tmp_path / 'picked.json'}"))
+    assert picked["threshold"] == tiny_run["val_threshold"] and picked["threshold_source"].startswith("checkpoint")
+    assert abs(picked["test/iou"] - tiny_run["test/iou@val_threshold"]) < 1e-6
+    assert abs(picked["test/dice"] - tiny_run["test/dice@val_threshold"]) < 1e-6
+    for key in ("test/ap", "test/ece", "test/brier", "test/ece@temperature", "test/brier@temperature"):
+        assert abs(picked[key] - tiny_run[key]) < 1e-6, key
+
+    # A threshold changes the decision, and components larger than any image leave nothing.
+    low = evaluate(compose_entry("eval", f"ckpt={ckpt}", "threshold=0.02", f"output={tmp_path / 'low.json'}"))
+    assert low["test/iou"] != tiny_run["test/iou"] and low["test/ap"] == picked["test/ap"]  # AP: no threshold
+    nothing = evaluate(compose_entry("eval", f"ckpt={ckpt}", "min_component=100000", f"output={tmp_path / 'x.json'}"))
+    assert nothing["test/iou"] == 0.0
+
+
+def test_predict_with_tta_and_threshold_writes_the_flip_mean_and_its_decision(tiny_run, tmp_path):
+    images = sorted((tiny_run["data"] / "test" / "images").glob("*.png"))[:2]
+    ckpt = tiny_run["best_checkpoint"]
+    result = predict(compose_entry("predict", f"ckpt={ckpt}", f"input={images[0].parent}", f"output={tmp_path / 'out'}", "probabilities=true", "tta=true", "threshold=val"))  # fmt: skip
+    assert result["threshold"] == tiny_run["val_threshold"]
+    model = load_trained_model(ckpt)
+    for path in images:
+        grey = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.float32)
+        x = torch.from_numpy((grey - 0.5 * 255) / (0.25 * 255))[None, None]
+        with torch.no_grad():
+            views = [
+                model.probability(x.flip(d)).flip(d) if d else model.probability(x)
+                for d in ((), (-1,), (-2,), (-2, -1))
+            ]
+        mean = torch.stack(views).mean(0)[0, 0].numpy()
+        written = cv2.imread(str(tmp_path / "out" / f"{path.stem}_prob.png"), cv2.IMREAD_UNCHANGED) / 255
+        assert np.abs(written - mean).max() <= 0.5 / 255 + 1e-5
+        mask = cv2.imread(str(tmp_path / "out" / path.name), cv2.IMREAD_UNCHANGED) > 0
+        assert np.array_equal(mask, mean >= tiny_run["val_threshold"])

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from seg.data.collate import symmetric_index
 from seg.errors import UserError
-from seg.inference.predict import Tiling, symmetric_index, tile_starts, tiled_probability, tiling_from_config
+from seg.inference.tiling import Tiling, tile_starts, tiled_probability, tiling_from_config
 
 
 def pointwise(tiles: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ False in each item's `valid`, seg/data/folder.py).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -19,10 +18,23 @@ def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
-def pad_bottom_right(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W, ...) -> (height, width, ...), mirrored at the bottom and right edges (any amount of padding)."""
-    pad = [(0, height - array.shape[0]), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
-    return np.pad(array, pad, mode="symmetric") if any(after for _, after in pad) else array
+def mirror_pad(image: Tensor, height: int, width: int) -> Tensor:
+    """(..., H, W) -> (..., height, width), mirrored at the bottom and right edges (any amount of padding).
+
+    The one mirror pad of the project: the collate pads batches with it and predict.py whole images and tiles,
+    so the network sees the same pixels beyond an image's edge in training and at inference.
+    """
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    rows = symmetric_index(image.shape[-2], height).to(image.device)
+    columns = symmetric_index(image.shape[-1], width).to(image.device)
+    return image[..., rows, :][..., columns]
+
+
+def symmetric_index(length: int, padded: int) -> Tensor:
+    """Indices that mirror [0, length) out to `padded`, edge pixel repeated: numpy's pad(mode="symmetric")."""
+    index = torch.arange(padded) % (2 * length)
+    return torch.where(index < length, index, 2 * length - 1 - index)
 
 
 class PadCollate:
@@ -37,17 +49,10 @@ class PadCollate:
         height, width = padded_size(height, width, self.multiple)
         images, masks, valids = [], [], []
         for item in items:
-            images.append(_pad_mirrored(item["image"], height, width))
+            images.append(mirror_pad(item["image"], height, width))
             masks.append(_pad_constant(item["mask"], height, width, 0.0))
             valids.append(_pad_constant(item["valid"], height, width, False))
         return {"image": torch.stack(images), "mask": torch.stack(masks), "valid": torch.stack(valids)}
-
-
-def _pad_mirrored(image: Tensor, height: int, width: int) -> Tensor:
-    if tuple(image.shape[1:]) == (height, width):
-        return image
-    padded = pad_bottom_right(image.numpy().transpose(1, 2, 0), height, width)  # (H, W, C)
-    return torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
 
 
 def _pad_constant(tensor: Tensor, height: int, width: int, value) -> Tensor:

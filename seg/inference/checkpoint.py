@@ -6,7 +6,8 @@ scripts/export.py then need only `ckpt=`, and a resumed run is checked against t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ from seg.heads import Head
 from seg.model.module import CONFIG_KEY
 from seg.model.network import build_network
 
+# What the end of a run adds to best.ckpt: {"val_threshold": float, "temperature": float} (seg/inference/operating_point.py).
+OPERATING_POINT_KEY = "seg_operating_point"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # what resume= continues from (conf/callbacks/default.yaml)
 NO_CHECKPOINT = f"no {LAST_CHECKPOINT} there; pass a run directory that wrote checkpoints"
 # What a resumed run may change: where it writes (the same directory anyway) and how long it trains.
@@ -51,6 +54,7 @@ class TrainedModel:
     net: nn.Module  # (B, in_channels, H, W) normalized image -> (B, out_channels, H, W) logits; eval mode
     head: Head
     config: DictConfig  # the training run's resolved config
+    operating_point: dict = field(default_factory=dict)  # val_threshold, temperature: when the run stored them
 
     @property
     def stride(self) -> int:
@@ -82,10 +86,30 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
     head = instantiate(config.head)
     # Not compiled for inference, whatever training did (configs from before model.compile existed lack the key).
     overrides = {"compile": False} if "compile" in config.model else {}
+    if config.model.get("encoder_weights_path"):  # the checkpoint holds the trained weights; the file may be gone
+        overrides["encoder_weights_path"] = None
     net = build_network(config.model, head=head, in_channels=int(config.data.in_channels), **overrides)
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(weights)
-    return TrainedModel(net=net.to(device).eval(), head=head, config=config)
+    return TrainedModel(
+        net=net.to(device).eval(),
+        head=head,
+        config=config,
+        operating_point=dict(checkpoint.get(OPERATING_POINT_KEY, {})),
+    )
+
+
+def store_operating_point(path: str | Path, values: dict[str, float]) -> None:
+    """Add the validation-picked threshold and temperature to a checkpoint, so eval.py and predict.py reuse them.
+
+    Written to a temporary file and renamed over the original: an interrupted write leaves the old checkpoint.
+    """
+    path = Path(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint[OPERATING_POINT_KEY] = {key: float(value) for key, value in values.items()}
+    partial = path.with_name(path.name + ".partial")
+    torch.save(checkpoint, partial)
+    os.replace(partial, path)
 
 
 def resume_checkpoint(cfg: DictConfig) -> Path | None:

@@ -17,9 +17,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+from torch.utils.data import DataLoader
 
+from seg.data.collate import PadCollate
 from seg.errors import UserError
-from seg.inference.checkpoint import resume_checkpoint
+from seg.inference.checkpoint import resume_checkpoint, store_operating_point
+from seg.inference.operating_point import measure_operating_point
 from seg.model.module import SegmentationModule
 from seg.model.network import build_network
 from seg.run.config_check import check_values
@@ -161,11 +164,30 @@ def train(cfg: DictConfig) -> dict:
         "commit": source_commit(),  # the code that made these numbers ("-dirty": with uncommitted changes)
     }
     if trainer.is_global_zero:  # under DDP every rank runs this function; one writes
+        summary.update(operating_point(module, datamodule, trainer.strategy.root_device, best, run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         OmegaConf.save(OmegaConf.create(module.config), run_dir / "config.yaml")  # with the settled data values
         print_summary(summary)
     return summary
+
+
+def operating_point(module, datamodule, device, best: Path | None, run_dir: Path) -> dict:
+    """The best weights' threshold picked and temperature fitted on val, test scored at them, reliability.png
+    (seg/inference/operating_point.py); the two values go into best.ckpt, where eval.py and predict.py read them."""
+    loaders = {
+        # Every image in one process: under DDP the datamodule's own loaders hold one rank's share.
+        split: DataLoader(
+            datamodule.splits[split],
+            batch_size=datamodule.eval_batch_size,
+            collate_fn=PadCollate(datamodule.pad_multiple),
+        )
+        for split in ("val", "test")
+    }
+    entries = measure_operating_point(module.net.to(device), module.head, loaders, device, run_dir)
+    if best is not None:
+        store_operating_point(best, {key: entries[key] for key in ("val_threshold", "temperature")})
+    return entries
 
 
 def checkpoint_bytes(module: L.LightningModule) -> int:

@@ -17,8 +17,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
-GREEN, RED, BLUE = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
-ALPHA = 0.5  # overlay opacity: the image stays visible under the colour
+from seg.inference.overlay import ALPHA, BLUE, GREEN, RED, overlay
+
+__all__ = ["ALPHA", "PictureHistory", "PredictionImages"]
 GAP = 8  # white pixels between tiles
 
 
@@ -128,12 +129,6 @@ def display(image: Tensor) -> Tensor:
     low = shown.amin(dim=(1, 2, 3), keepdim=True)
     high = shown.amax(dim=(1, 2, 3), keepdim=True)
     return (shown - low) / (high - low).clamp_min(1e-6)
-
-
-def overlay(rgb: Tensor, where: Tensor, colour: tuple[float, float, float]) -> Tensor:
-    """(3, H, W) rgb with `colour` blended in at the (1, H, W) bool `where`."""
-    tint = torch.tensor(colour, dtype=rgb.dtype).view(3, 1, 1)
-    return torch.where(where, (1 - ALPHA) * rgb + ALPHA * tint, rgb)
 
 
 def prediction_overlay(rgb: Tensor, truth: Tensor, predicted: Tensor) -> Tensor:
