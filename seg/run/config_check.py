@@ -280,9 +280,13 @@ RANGES: dict[str, Allowed] = {
     "head.smooth": number(0.0),
     "head.gamma": number(0.0),
     "head.alpha": number(0.0, 1.0, None),
+    "head.pos_weight": number(0.0, None, "auto", open_low=True),  # auto: (1 - f) / f of the training split
+    "head.logit_scale": number(0.0, open_low=True),  # a negative scale would swap the classes
+    "head.loss_scale": number(0.0, open_low=True),
     # model
     "model.encoder_depth": whole(1, 5),  # smp's U-Net encoders have five stages
     "model.decoder_channels[]": SIZE,
+    "model.last_layer_scale": number(0.0, open_low=True),  # the atlas's control: the last layer's init times this
     # data
     "data.batch_size": SIZE,
     "data.eval_batch_size": SIZE,
@@ -334,6 +338,9 @@ RANGES: dict[str, Allowed] = {
     "callbacks.*.num_images": SIZE,
     "callbacks.*.tile_size": SIZE,
     "callbacks.*.max_pictures": whole(0),
+    "callbacks.*.patience": whole(0),
+    "callbacks.*.width": SIZE,  # the boundary band of boundary IoU, in px
+    "callbacks.*.min_delta": number(0.0),
     # trainer (lightning.Trainer's own ranges)
     "trainer.accelerator": word("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu"),
     "trainer.devices": whole(1, None, -1, "auto"),  # -1: every device; a list names them
@@ -354,6 +361,8 @@ RANGES: dict[str, Allowed] = {
     "trainer.fast_dev_run": whole(0, None, True, False),  # true: one batch; N: N batches
     # predict.yaml, eval.yaml, export.yaml
     "batch_size": SIZE,
+    "threshold": number(0.0, 1.0, "val"),  # val: the IoU-best threshold on the validation split
+    "min_component": whole(0),  # 0: keep every component
     # (multiples of the checkpoint's stride: checked where the checkpoint is read, seg/inference/)
     "tile": whole(1, None, None),
     "overlap": number(0.0),
