@@ -53,9 +53,7 @@ class SyncRecorder(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         syncs = name in SYNCS or (name in ("__getitem__", "__setitem__") and _bool_index(args))
         if syncs and not (args and isinstance(args[0], torch.Tensor) and self.host_side(args[0])):
-            caller = next(
-                (f for f in reversed(traceback.extract_stack()[:-1]) if "/torch/" not in f.filename), None
-            )
+            caller = next((f for f in reversed(traceback.extract_stack()[:-1]) if "/torch/" not in f.filename), None)
             self.calls.append(f"{name} at {Path(caller.filename).name}:{caller.lineno} ({caller.name})")
         return func(*args, **(kwargs or {}))
 

@@ -18,7 +18,8 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, get_worker_info
 
-from seg.data.augment import seed_augmentation
+from seg.data.augment import DeviceFlips, seed_augmentation
+from seg.data.batches import DRAWS, EpochBatches, TensorSplit
 from seg.data.collate import PadCollate
 from seg.data.folder import SegmentationFolder
 from seg.data.layout import SPLITS, find_splits
@@ -75,16 +76,21 @@ class FolderDataModule(L.LightningDataModule):
         self.num_workers = _worker_count(num_workers)
         self.cache = cache
         self.source = source
+        # On the device, after the transfer (DeviceFlips), or per item on the host (albumentations).
+        self.device_augment = train_transform if isinstance(train_transform, DeviceFlips) else None
+        self.train_resize = train_resize
         # Training images: first given one size (train_resize), then augmented. Seeded per item by the sampler.
+        host_transform = None if self.device_augment is not None else train_transform
         self.train_transform = (
-            train_transform
+            host_transform
             if train_resize is None
-            else A.Compose([train_resize, *([train_transform] if train_transform else [])])
+            else A.Compose([train_resize, *([host_transform] if host_transform else [])])
         )
         seed_augmentation(self.train_transform, seed)  # Compose(seed=...) alone would seed its transforms alike
         self.label_noise = label_noise  # applied to training masks only: val and test measure the clean truth
         self.seed = seed  # training order and augmentation draws: see seg/data/sampler.py
         self.splits: dict[str, SegmentationFolder] = {}
+        self.train_tensor: TensorSplit | None = None  # the training split as one tensor (device augmentation)
         self._resume_position: dict[str, int] | None = None
 
     def prepare_data(self) -> None:
@@ -137,12 +143,40 @@ class FolderDataModule(L.LightningDataModule):
                 label_noise=self.label_noise if name == "train" else None,
                 cache=cache,
             )
+        if self.device_augment is not None:
+            self.train_tensor = TensorSplit(
+                self._check_device_augment(cache, records[: len(pairs["train"])]), self.device_augment
+            )
+
+    def _check_device_augment(self, cache: bool, train_records) -> SegmentationFolder:
+        """The training split, if it can be one tensor: held in memory, every image of one size."""
+        if self.train_resize is not None:
+            raise DataError(
+                "augment=device_flips takes the training images as stored, but data.train_resize is set;"
+                " use augment=flips (per image, on the host) with a resize or crop"
+            )
+        sizes = {tuple(r["size"]) for r in train_records}  # (height, width)
+        if not cache or len(sizes) > 1:
+            why = "data.cache is false" if not cache else f"the training images have {len(sizes)} sizes"
+            raise DataError(
+                f"augment=device_flips serves the training split as one tensor in memory, but {why} ({self.root});"
+                " use augment=flips (per image), or data.cache=true with images of one size"
+            )
+        ((height, width),) = sizes
+        if height != width and self.device_augment.p[2] > 0:
+            raise DataError(
+                f"augment.rotate90={self.device_augment.p[2]}: quarter turns need square images, the training"
+                f" images of {self.root} are {width}x{height}; set augment.rotate90=0"
+            )
+        return self.splits["train"]
 
     def resolved(self) -> dict:
         """The values `auto` settled on (after setup): what a checkpoint's config must record to be reused."""
         return {"in_channels": self.in_channels, "mean": list(self.mean), "std": list(self.std)}
 
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+        if shuffle and self.train_tensor is not None:
+            return self._tensor_loader(batch_size)
         evaluation = evaluation_sampler(self.splits[split], self.trainer)  # None in one process; see sampler.py
         sampler = self._training_sampler(split, batch_size) if shuffle else evaluation
         return DataLoader(
@@ -157,6 +191,25 @@ class FolderDataModule(L.LightningDataModule):
             worker_init_fn=_seed_worker,
             collate_fn=PadCollate(self.pad_multiple),  # any image size; padding is marked not valid
         )
+
+    def _tensor_loader(self, batch_size: int) -> DataLoader:
+        """Whole batches of the training tensor; under DDP Lightning shares the batches out among the ranks."""
+        sampler = EpochSampler(len(self.train_tensor), seed=self.seed)
+        if self._resume_position is not None:
+            sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"] * batch_size)
+        return DataLoader(
+            self.train_tensor,
+            batch_size=None,  # the sampler yields batches and the dataset serves each whole
+            sampler=EpochBatches(sampler, batch_size),
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        # Lightning calls this once a batch is on the device: the training batches' flips happen there.
+        if DRAWS not in batch:
+            return batch
+        batch = dict(batch)
+        return self.device_augment.apply(batch, batch.pop(DRAWS))
 
     def _training_sampler(self, split: str, batch_size: int) -> EpochSampler | None:
         if self.trainer is not None and self.trainer.world_size > 1:
