@@ -48,13 +48,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning as L
-import torch
-from hydra import compose, initialize_config_dir
-
 import bench_loop
 import bench_profile
 import bench_suite
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
 import seg.run.train
 from seg.paths import PROJECT_DIR
 from seg.run.cli import quiet_library_noise
@@ -309,7 +310,8 @@ def project_run(cfg, run_dir: Path, *, profile: bool) -> dict:
     cfg = copy.deepcopy(cfg)
     cfg.paths.output_dir = str(run_dir)
     if profile:  # the Trainer's own `profiler` argument, as a user would set it
-        cfg.trainer.profiler = {"_target_": "bench_profile.HookProfiler", "dirpath": str(run_dir)}
+        with open_dict(cfg.trainer):
+            cfg.trainer.profiler = {"_target_": "bench_profile.HookProfiler", "dirpath": str(run_dir)}
     start = time.perf_counter()
     summary = seg.run.train.train(cfg)
     seconds = time.perf_counter() - start

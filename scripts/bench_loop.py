@@ -131,7 +131,10 @@ class MinimalData:
             rows = order[b * self.batch_size : (b + 1) * self.batch_size]
             flip_h, flip_v, turn = draws[b]
             dims = [d for d, on in ((-1, flip_h), (-2, flip_v)) if on]
-            yield {k: self._moved(v.index_select(0, rows), dims, turns[b] if turn else 0) for k, v in self.splits["train"].items()}
+            yield {
+                k: self._moved(v.index_select(0, rows), dims, turns[b] if turn else 0)
+                for k, v in self.splits["train"].items()
+            }
 
     @staticmethod
     def _moved(x: torch.Tensor, dims: list[int], turns: int) -> torch.Tensor:

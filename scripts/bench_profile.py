@@ -15,9 +15,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from lightning.pytorch.profilers import Profiler
-
 from bench_loop import STARTUP
+from lightning.pytorch.profilers import Profiler
 
 SAVE = "save_checkpoint"  # Lightning's action around every Trainer.save_checkpoint: dump the state and write it
 FILENAME = "profile"
@@ -66,7 +65,7 @@ class HookProfiler(Profiler):
             self._validating = False
 
     def _key(self, action: str) -> tuple[str, bool]:
-        """"phase|owner", and whether the action only adds to an enclosing save."""
+        """ "phase|owner", and whether the action only adds to an enclosing save."""
         phase = self._phase()
         for _, outer, *_ in reversed(self._stack):
             if outer.endswith(SAVE):  # the hooks a save calls (on_save_checkpoint, state dicts) are the save's
@@ -89,9 +88,7 @@ class HookProfiler(Profiler):
     def summary(self) -> str:
         stage = str(getattr(self._stage, "value", self._stage))
         self.stage_seconds[stage] += time.perf_counter() - self._stage_start
-        return json.dumps(
-            {"self_seconds": self.self_seconds, "calls": self.calls, "stage_seconds": self.stage_seconds}
-        )
+        return json.dumps({"self_seconds": self.self_seconds, "calls": self.calls, "stage_seconds": self.stage_seconds})
 
 
 def read(run_dir: Path) -> dict:
