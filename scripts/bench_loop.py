@@ -212,15 +212,19 @@ def steps_per_s(cfg, device: torch.device, *, warmup: int, steps: int) -> float:
     return _timed(lambda: loop.step(next(batches)), device, warmup=warmup, steps=steps)
 
 
-def limit_images_per_s(cfg, device: torch.device, *, warmup: int, steps: int, compile_mode: str | None = None) -> float:
+def limit_images_per_s(
+    cfg, device: torch.device, *, warmup: int, steps: int, compile_mode: str | None = None, backend: str = "inductor"
+) -> float:
     """Images a second of forward, backward and optimizer step on one batch that stays on the device: no loader,
-    no framework. `compile_mode`: torch.compile the whole step (e.g. "reduce-overhead": CUDA graphs)."""
+    no framework. `compile_mode`: torch.compile the whole step (e.g. "reduce-overhead": CUDA graphs) with
+    `backend` ("eager" only traces: a quick check that the step compiles at all)."""
     datamodule = build_data(cfg)
     data = ProjectData(datamodule, device)
     loop = BareLoop(cfg, in_channels=datamodule.resolved()["in_channels"], device=device)
     loop.net.train()
     batch = next(data.train(0))
-    step = torch.compile(loop.step, mode=compile_mode) if compile_mode else loop.step
+    options = {"mode": compile_mode} if backend == "inductor" else {}
+    step = torch.compile(loop.step, backend=backend, **options) if compile_mode else loop.step
     if compile_mode and device.type == "cuda":
         torch.compiler.cudagraph_mark_step_begin()
     per_s = _timed(lambda: step(batch), device, warmup=warmup, steps=steps)
