@@ -9,7 +9,6 @@ from PIL import Image
 
 from seg.data.augment import DeviceFlips
 from seg.data.batches import DRAWS
-from seg.errors import DataError
 from seg.run.train import build_data
 from tests.conftest import compose_config, write_tiny_folder_dataset
 
@@ -61,18 +60,31 @@ def test_the_tensor_loader_serves_the_per_item_order_and_resumes_mid_epoch(tiny_
         assert all(torch.equal(a[k], b[k]) for k in ("image", "mask", "valid", DRAWS))
 
 
-def test_a_resize_or_images_of_several_sizes_are_refused_with_the_fix(tiny_cfg, tmp_path):
-    with pytest.raises(DataError, match="use augment=flips"):
-        _datamodule(tiny_cfg, "+data.train_resize._target_=albumentations.CenterCrop", "+data.train_resize.height=16",
-                    "+data.train_resize.width=16")  # fmt: skip
-    with pytest.raises(DataError, match="data.cache is false"):
-        _datamodule(tiny_cfg, "data.cache=false")
+def test_where_the_split_cannot_be_one_tensor_each_image_is_flipped_on_the_host_with_the_same_draws(tiny_cfg):
+    datamodule = _datamodule(tiny_cfg, "data.cache=false")
+    assert datamodule.train_tensor is None
+    batch = next(iter(datamodule.train_dataloader()))
+    assert DRAWS not in batch and batch["image"].shape == (8, 1, 32, 32)
+
+    tensor_route = _datamodule(tiny_cfg)
+    sampler = tensor_route.train_dataloader().sampler.items
+    (index, seed), *_ = iter(sampler)
+    drawn = tensor_route.train_tensor[[(index, seed)]]
+    on_device = tensor_route.on_after_batch_transfer(drawn, 0)["image"][0]
+    per_item = datamodule.splits["train"][(index, seed)]["image"]  # the host route, the same item and seed
+    assert torch.allclose(on_device, per_item)
+
+
+def test_a_resize_or_images_of_several_sizes_take_the_per_item_route(tiny_cfg, tmp_path):
+    crop = ["+data.train_resize._target_=albumentations.CenterCrop", "+data.train_resize.height=16",
+            "+data.train_resize.width=16"]  # fmt: skip
+    cropped = _datamodule(tiny_cfg, *crop)
+    assert cropped.train_tensor is None
+    assert next(iter(cropped.train_dataloader()))["image"].shape == (8, 1, 32, 32)  # 16 px padded to 32
     root = write_tiny_folder_dataset(tmp_path / "mixed", counts=(8, 2, 2))
     first = next((root / "train" / "images").iterdir())
     Image.open(first).resize((40, 32)).save(first)
     mask = root / "train" / "masks" / first.name
     Image.open(mask).resize((40, 32), Image.NEAREST).save(mask)
-    with pytest.raises(DataError, match="2 sizes"):
-        build_data(
-            compose_config([f"paths.output_dir={tmp_path}", "data=folder", f"data.root={root}", "augment=device_flips"])
-        )
+    cfg = compose_config([f"paths.output_dir={tmp_path}", "data=folder", f"data.root={root}", "augment=device_flips"])
+    assert build_data(cfg).train_tensor is None

@@ -33,11 +33,31 @@ class DeviceFlips:
     turn by 0-3 quarters), made for each image from its sampler seed on the host (`draw`, in the loader) and
     applied where the batch already is (`apply`, after the transfer). A batch of any size costs one index
     operation, with no per-item decoding or collation. Turns need square images.
+
+    Where the training split cannot be one tensor (not cached, several sizes, a resize or crop, DDP), the datamodule
+    calls it per item on the host instead, as an albumentations transform: `set_random_seed`, then
+    `(image=, mask=)`, the same draws from the same seed.
     """
 
     def __init__(self, *, horizontal: float = 0.5, vertical: float = 0.5, rotate90: float = 0.5) -> None:
         self.p = np.array([horizontal, vertical, rotate90], dtype=np.float64)
         self._tables: dict[tuple, torch.Tensor] = {}
+        self._seed, self._calls = 0, 0
+
+    def set_random_seed(self, seed: int) -> None:
+        self._seed, self._calls = int(seed), 0
+
+    def __call__(self, *, image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """One item on the host: image (H, W, C), mask (H, W), as albumentations takes them."""
+        seed = self._seed if self._calls == 0 else mix_seed(self._seed, self._calls)  # unseeded calls still differ
+        self._calls += 1
+        flip_h, flip_v, turns = self.draw([seed])[0].tolist()
+        out = {}
+        for key, x in (("image", image), ("mask", mask)):
+            x = x[:, ::-1] if flip_h else x
+            x = x[::-1] if flip_v else x
+            out[key] = np.ascontiguousarray(np.rot90(x, turns, axes=(0, 1)))
+        return out
 
     def draw(self, seeds: list[int]) -> torch.Tensor:
         """(B, 3) long: horizontal flip {0, 1}, vertical flip {0, 1}, quarter turns {0..3}, one row per seed."""
@@ -93,3 +113,18 @@ def _uniform(seeds: list[int], count: int) -> np.ndarray:
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+class Chain:
+    """`transforms` one after the other, albumentations-style (a resize or crop, then DeviceFlips per item)."""
+
+    def __init__(self, transforms: list) -> None:
+        self.transforms = transforms
+
+    def set_random_seed(self, seed: int) -> None:  # seed_augmentation seeds each child apart
+        pass
+
+    def __call__(self, **data):
+        for transform in self.transforms:
+            data = transform(**data)
+        return data

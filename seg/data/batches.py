@@ -28,7 +28,9 @@ class TensorSplit(Dataset):
     """`split[[(index, seed), ...]]`: the batch of those items, `{"image", "mask", "valid", DRAWS}`."""
 
     def __init__(self, split: SegmentationFolder, augmentation: DeviceFlips) -> None:
-        items = [split[i] for i in range(len(split))]  # decoded, normalized; `split` has no transform
+        transform, split.transform = split.transform, None  # decoded and normalized, not augmented
+        items = [split[i] for i in range(len(split))]
+        split.transform = transform
         self.image = torch.stack([item["image"] for item in items])  # (N, C, H, W) float
         self.mask = torch.stack([item["mask"] for item in items])  # (N, 1, H, W) {0, 1}
         self.valid = torch.stack([item["valid"] for item in items])  # (N, 1, H, W) bool

@@ -18,7 +18,7 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, get_worker_info
 
-from seg.data.augment import DeviceFlips, seed_augmentation
+from seg.data.augment import Chain, DeviceFlips, seed_augmentation
 from seg.data.batches import DRAWS, EpochBatches, TensorSplit
 from seg.data.collate import PadCollate
 from seg.data.folder import SegmentationFolder
@@ -76,16 +76,16 @@ class FolderDataModule(L.LightningDataModule):
         self.num_workers = _worker_count(num_workers)
         self.cache = cache
         self.source = source
-        # On the device, after the transfer (DeviceFlips), or per item on the host (albumentations).
+        # On the device after the transfer (DeviceFlips, when the split can be one tensor), else per item on the host.
         self.device_augment = train_transform if isinstance(train_transform, DeviceFlips) else None
         self.train_resize = train_resize
         # Training images: first given one size (train_resize), then augmented. Seeded per item by the sampler.
-        host_transform = None if self.device_augment is not None else train_transform
-        self.train_transform = (
-            host_transform
-            if train_resize is None
-            else A.Compose([train_resize, *([host_transform] if host_transform else [])])
-        )
+        if train_resize is None:
+            self.train_transform = train_transform
+        elif self.device_augment is not None:
+            self.train_transform = Chain([train_resize, train_transform])
+        else:
+            self.train_transform = A.Compose([train_resize, *([train_transform] if train_transform else [])])
         seed_augmentation(self.train_transform, seed)  # Compose(seed=...) alone would seed its transforms alike
         self.label_noise = label_noise  # applied to training masks only: val and test measure the clean truth
         self.seed = seed  # training order and augmentation draws: see seg/data/sampler.py
@@ -143,40 +143,33 @@ class FolderDataModule(L.LightningDataModule):
                 label_noise=self.label_noise if name == "train" else None,
                 cache=cache,
             )
-        if self.device_augment is not None:
-            self.train_tensor = TensorSplit(
-                self._check_device_augment(cache, records[: len(pairs["train"])]), self.device_augment
-            )
+        why_not = self._why_not_one_tensor(cache, records[: len(pairs["train"])])
+        if self.device_augment is not None and why_not:
+            log.info("augment=device_flips: %s (%s); flipping each image on the host instead", why_not, self.root)
+        elif self.device_augment is not None:
+            self.train_tensor = TensorSplit(self.splits["train"], self.device_augment)
 
-    def _check_device_augment(self, cache: bool, train_records) -> SegmentationFolder:
-        """The training split, if it can be one tensor: held in memory, every image of one size."""
-        if self.train_resize is not None:
-            raise DataError(
-                "augment=device_flips takes the training images as stored, but data.train_resize is set;"
-                " use augment=flips (per image, on the host) with a resize or crop"
-            )
+    def _why_not_one_tensor(self, cache: bool, train_records) -> str:
+        """Why the training split cannot be served as one tensor ("" if it can)."""
         sizes = {tuple(r["size"]) for r in train_records}  # (height, width)
-        if not cache or len(sizes) > 1:
-            why = "data.cache is false" if not cache else f"the training images have {len(sizes)} sizes"
-            raise DataError(
-                f"augment=device_flips serves the training split as one tensor in memory, but {why} ({self.root});"
-                " use augment=flips (per image), or data.cache=true with images of one size"
-            )
+        if self.train_resize is not None:
+            return "data.train_resize gives each image its own crop or size"
+        if not cache:
+            return "data.cache is false"
+        if len(sizes) > 1:
+            return f"the training images have {len(sizes)} sizes"
         ((height, width),) = sizes
-        if height != width and self.device_augment.p[2] > 0:
-            raise DataError(
-                f"augment.rotate90={self.device_augment.p[2]}: quarter turns need square images, the training"
-                f" images of {self.root} are {width}x{height}; set augment.rotate90=0"
-            )
-        return self.splits["train"]
+        if height != width and self.device_augment is not None and self.device_augment.p[2] > 0:
+            return f"quarter turns of {width}x{height} images change their shape"
+        return ""
 
     def resolved(self) -> dict:
         """The values `auto` settled on (after setup): what a checkpoint's config must record to be reused."""
         return {"in_channels": self.in_channels, "mean": list(self.mean), "std": list(self.std)}
 
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
-        if shuffle and self.train_tensor is not None:
-            return self._tensor_loader(batch_size)
+        if shuffle and self.train_tensor is not None and (self.trainer is None or self.trainer.world_size == 1):
+            return self._tensor_loader(batch_size)  # under DDP, per item: Lightning shards items, not batches
         evaluation = evaluation_sampler(self.splits[split], self.trainer)  # None in one process; see sampler.py
         sampler = self._training_sampler(split, batch_size) if shuffle else evaluation
         return DataLoader(
