@@ -164,9 +164,9 @@ def step_figures(cfg, args: argparse.Namespace, tmp: Path) -> dict:
         print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f}/s" for k, v in results.items()))
     bare, project, loader = (statistics.median(results[k]) for k in ("bare", "project", "loader"))
     return {
-        "bare_steps_per_s": round(bare, 3),
-        "project_steps_per_s": round(project, 3),
-        "loader_batches_per_s": round(loader, 3),
+        "bare_steps_per_s": round(bare, 6),  # the ratios below are of these, unrounded
+        "project_steps_per_s": round(project, 6),
+        "loader_batches_per_s": round(loader, 6),
         "overhead_ratio": round(project / bare, 3),
         "loader_ratio": round(loader / project, 3),
         "each": {k: [round(v, 3) for v in vs] for k, vs in results.items()},
