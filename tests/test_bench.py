@@ -1,4 +1,4 @@
-"""scripts/bench.py end to end on tiny data: the table, then one JSON line with the ratios."""
+"""scripts/bench.py on tiny data: the table, then one JSON line with the ratios; the GPU suite's CPU paths."""
 
 from __future__ import annotations
 
@@ -39,10 +39,13 @@ def test_end_to_end_mode_times_whole_runs_and_says_where_the_time_goes(tmp_path)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures["bare_seconds"] > 0 and figures["project_seconds"] > 0
+    assert figures["bare_seconds"] > 0 and figures["project_seconds"] > 0 and figures["minimal_seconds"] > 0
     assert figures["ratio"] == pytest.approx(figures["bare_seconds"] / figures["project_seconds"], rel=1e-3)
+    assert figures["minimal_ratio"] == pytest.approx(figures["minimal_seconds"] / figures["project_seconds"], rel=1e-3)
     assert len(figures["bare_seconds_each"]) == len(figures["project_seconds_each"]) == len(figures["ratio_each"]) == 2
-    assert figures["steps"] == figures["bare_steps"] == 2 * 4  # 64 images in batches of 16, 2 epochs
+    assert len(figures["minimal_seconds_each"]) == len(figures["minimal_ratio_each"]) == 2
+    assert figures["steps"] == figures["bare_steps"] == figures["minimal_steps"] == 2 * 4  # 64 images, batch 16
+    assert 0 <= figures["minimal_test_iou"] <= 1  # its own draws: close to, not equal to, the project's
     # Same seed, network, schedule and batches: the bare loop reaches exactly the project's numbers.
     assert figures["bare_val_iou"] == figures["project_val_iou"]
     assert figures["bare_test_iou"] == figures["project_test_iou"]
@@ -59,3 +62,31 @@ def test_end_to_end_mode_times_whole_runs_and_says_where_the_time_goes(tmp_path)
     parts = [row for row in profile if row not in ("total",) and not row.startswith("of which")]
     for side in ("project", "bare"):  # the rows add up to the whole run
         assert sum(profile[row][side] for row in parts) == pytest.approx(profile["total"][side], rel=0.01, abs=0.02)
+
+
+def test_the_gpu_suite_on_a_cpu_only_machine_says_so_in_one_line():
+    result = run_cli(
+        "--suite", "gpu", script="scripts/bench.py", timeout=300, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES=""
+    )
+    assert result.returncode == 3, result.stderr[-3000:]  # documented: nothing measured
+    assert result.stdout.strip().splitlines() == [
+        "no CUDA device here: --suite gpu measures a GPU (add --dry-run to check the command on this CPU)"
+    ]
+
+
+@pytest.mark.slow
+def test_the_gpu_suite_dry_run_runs_every_measurement_on_the_cpu(tmp_path):
+    out = tmp_path / "suite"
+    result = run_cli(
+        "--suite", "gpu", "--dry-run", "--out", str(out), f"data.root={tmp_path / 'data'}",
+        script="scripts/bench.py", timeout=1800, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "bench_gpu.json").read_text())
+    assert report["dry_run"] is True
+    groups = {row["group"] for row in report["rows"]}
+    assert groups == {"step", "limit", "bare 64 px", "end to end", "loader", "ddp"}
+    failed = [row for row in report["rows"] if str(row["value"]).startswith("failed")]
+    assert not failed, failed
+    table = (out / "bench_gpu.md").read_text()
+    assert "| limit | 32 px, eager |" in table and "dry run" in table

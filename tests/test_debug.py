@@ -75,6 +75,6 @@ def test_cli_debug_run_goes_to_outputs_debug_with_config_tree(tmp_path):
     assert summary["tags"] == ["baseline", "tanh"] and summary["head"] == "tanh_mse"
     tree = (run_dir / "config_tree.log").read_text()
     assert "overrides: debug=fdr head=tanh_mse tags=[baseline,tanh]" in tree
-    for choice in ("head: tanh_mse", "debug: fdr", "logger: default", "augment: flips"):
+    for choice in ("head: tanh_mse", "debug: fdr", "logger: default", "augment: device_flips"):
         assert choice in tree
     assert "overrides: debug=fdr" in result.stdout  # printed at start-up too

@@ -18,7 +18,8 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, get_worker_info
 
-from seg.data.augment import seed_augmentation
+from seg.data.augment import Chain, DeviceFlips, seed_augmentation
+from seg.data.batches import DRAWS, EpochBatches, TensorSplit
 from seg.data.channels import channel_mismatch
 from seg.data.collate import PadCollate
 from seg.data.folder import SegmentationFolder
@@ -76,16 +77,21 @@ class FolderDataModule(L.LightningDataModule):
         self.num_workers = _worker_count(num_workers)
         self.cache = cache
         self.source = source
+        # On the device after the transfer (DeviceFlips, when the split can be one tensor), else per item on the host.
+        self.device_augment = train_transform if isinstance(train_transform, DeviceFlips) else None
+        self.train_resize = train_resize
         # Training images: first given one size (train_resize), then augmented. Seeded per item by the sampler.
-        self.train_transform = (
-            train_transform
-            if train_resize is None
-            else A.Compose([train_resize, *([train_transform] if train_transform else [])])
-        )
+        if train_resize is None:
+            self.train_transform = train_transform
+        elif self.device_augment is not None:
+            self.train_transform = Chain([train_resize, train_transform])
+        else:
+            self.train_transform = A.Compose([train_resize, *([train_transform] if train_transform else [])])
         seed_augmentation(self.train_transform, seed)  # Compose(seed=...) alone would seed its transforms alike
         self.label_noise = label_noise  # applied to training masks only: val and test measure the clean truth
         self.seed = seed  # training order and augmentation draws: see seg/data/sampler.py
         self.splits: dict[str, SegmentationFolder] = {}
+        self.train_tensor: TensorSplit | None = None  # the training split as one tensor (device augmentation)
         self._resume_position: dict[str, int] | None = None
 
     def prepare_data(self) -> None:
@@ -142,6 +148,25 @@ class FolderDataModule(L.LightningDataModule):
                 label_noise=self.label_noise if name == "train" else None,
                 cache=cache,
             )
+        why_not = self._why_not_one_tensor(cache, records[: len(pairs["train"])])
+        if self.device_augment is not None and why_not:
+            log.info("augment=device_flips: %s (%s); flipping each image on the host instead", why_not, self.root)
+        elif self.device_augment is not None:
+            self.train_tensor = TensorSplit(self.splits["train"], self.device_augment)
+
+    def _why_not_one_tensor(self, cache: bool, train_records) -> str:
+        """Why the training split cannot be served as one tensor ("" if it can)."""
+        sizes = {tuple(r["size"]) for r in train_records}  # (height, width)
+        if self.train_resize is not None:
+            return "data.train_resize gives each image its own crop or size"
+        if not cache:
+            return "data.cache is false"
+        if len(sizes) > 1:
+            return f"the training images have {len(sizes)} sizes"
+        ((height, width),) = sizes
+        if height != width and self.device_augment is not None and self.device_augment.p[2] > 0:
+            return f"quarter turns of {width}x{height} images change their shape"
+        return ""
 
     def foreground_fraction(self) -> float:
         """The foreground share of the training split's pixels that count (ignored ones excluded), as the loss sees
@@ -159,6 +184,8 @@ class FolderDataModule(L.LightningDataModule):
         return {"in_channels": self.in_channels, "mean": list(self.mean), "std": list(self.std)}
 
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+        if shuffle and self.train_tensor is not None and (self.trainer is None or self.trainer.world_size == 1):
+            return self._tensor_loader(batch_size)  # under DDP, per item: Lightning shards items, not batches
         evaluation = evaluation_sampler(self.splits[split], self.trainer)  # None in one process; see sampler.py
         sampler = self._training_sampler(split, batch_size) if shuffle else evaluation
         return DataLoader(
@@ -173,6 +200,25 @@ class FolderDataModule(L.LightningDataModule):
             worker_init_fn=_seed_worker,
             collate_fn=PadCollate(self.pad_multiple),  # any image size; padding is marked not valid
         )
+
+    def _tensor_loader(self, batch_size: int) -> DataLoader:
+        """Whole batches of the training tensor; under DDP Lightning shares the batches out among the ranks."""
+        sampler = EpochSampler(len(self.train_tensor), seed=self.seed)
+        if self._resume_position is not None:
+            sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"] * batch_size)
+        return DataLoader(
+            self.train_tensor,
+            batch_size=None,  # the sampler yields batches and the dataset serves each whole
+            sampler=EpochBatches(sampler, batch_size),
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        # Lightning calls this once a batch is on the device: the training batches' flips happen there.
+        if DRAWS not in batch:
+            return batch
+        batch = dict(batch)
+        return self.device_augment.apply(batch, batch.pop(DRAWS))
 
     def _training_sampler(self, split: str, batch_size: int) -> EpochSampler | None:
         if self.trainer is not None and self.trainer.world_size > 1:
