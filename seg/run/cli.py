@@ -178,7 +178,7 @@ def quiet_library_noise() -> None:
         logging.getLogger(name).addFilter(_drop_repeats)
     logging.getLogger(WEIGHTS_ONLY[0]).addFilter(_drop_weights_only)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # On resume (seg/inference/checkpoint.py) these are expected and wrong: the datamodule restores the training
+    # On resume (seg/run/resume.py) these are expected and wrong: the datamodule restores the training
     # stream's position (seg/data/sampler.py), the CSV logger appends, and run.json guards the directory.
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
