@@ -86,7 +86,7 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
     return last
 
 
-def check_unchanged(saved: DictConfig, current: DictConfig, *, where: str, run_dir: Path) -> None:
+def check_unchanged(saved: DictConfig, current: DictConfig, *, where: str, run_dir: Path, sweep: bool = False) -> None:
     """Refuse, in one line, a config that differs from the run's (see the module's docstring for what may)."""
     allowed = tuple(current.get("resume_allow") or ())
     changed = config_changes(saved, current, allowed=allowed)
@@ -98,6 +98,8 @@ def check_unchanged(saved: DictConfig, current: DictConfig, *, where: str, run_d
             if absent
             else f"; to change a key knowingly, add resume_allow=[{changed[0].split(':')[0]}] (docs/resume.md)"
         )
+        if sweep:
+            why = f"; launch a different sweep into a new hydra.sweep.dir{why}"
         raise UserError(
             f"{where}: the config differs from the run's ({'; '.join(changed[:5])}); resume with the run's overrides"
             f" (see {run_dir / '.hydra' / 'overrides.yaml'}), changing only trainer.max_epochs{why}"
@@ -197,7 +199,7 @@ def sweep_job(cfg: DictConfig) -> Continuation:
     if not last.is_file():
         return Continuation()  # never saved: the job starts again (rundir.claim decides whether it may)
     saved = _saved(job_dir)
-    check_unchanged(saved, current, where=where, run_dir=job_dir)
+    check_unchanged(saved, current, where=where, run_dir=job_dir, sweep=True)
     return Continuation(checkpoint=last, saved=saved)
 
 

@@ -46,9 +46,11 @@ def run_dir(resume: str | None, base: str) -> str:
     return _created[base]
 
 
-def hydra_subdir(resume: str | None) -> str:
-    """Where Hydra writes its copy of the config: a resumed run keeps the first run's `.hydra/` intact."""
-    return f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}" if resume else ".hydra"
+def hydra_subdir(resume: str | None, output_dir: str | None = None) -> str:
+    """Where Hydra writes its copy of the config: a resumed run, or a sweep's job launched again (its directory
+    has a `.hydra/` already), keeps the first run's `.hydra/` intact."""
+    again = resume or (output_dir and (Path(output_dir) / ".hydra").is_dir())
+    return f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}" if again else ".hydra"
 
 
 def _create_unique(base: Path) -> Path:
