@@ -37,13 +37,18 @@ class SignalAtStep(Callback):
 
 
 class SignalInValidation(SignalAtStep):
-    """`signum` during the validation that follows training step `step` (at its first batch)."""
+    """`signum` during the validation that follows training step `step` (at its first batch), in a run not resumed."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         pass
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        if not trainer.sanity_checking and trainer.global_step == self.step and batch_idx == 0:
+        if (
+            trainer.ckpt_path is None
+            and not trainer.sanity_checking
+            and trainer.global_step == self.step
+            and batch_idx == 0
+        ):
             os.kill(os.getpid(), self.signum)
 
 
@@ -77,9 +82,11 @@ def uninterrupted(tmp_path_factory) -> dict:
     return train(compose_config([*tiny_overrides(tmp), *EPOCHS]))
 
 
-def stop_and_resume(tiny_cfg, run_dir: Path, step: int, signum: int, *more: str, when: str = "SignalAtStep") -> dict:
+def stop_and_resume(
+    tiny_cfg, run_dir: Path, step: int, signum: int, *more: str, when: str = "SignalAtStep", stopped: str = ""
+) -> dict:
     kill = [*signal_at(step, signum, when), *more]  # kept on resume (the config must not change); fires once
-    with pytest.raises(Interrupted, match=f"{signum.name} at step"):
+    with pytest.raises(Interrupted, match=stopped or f"{signum.name} at step"):
         train(tiny_cfg(*EPOCHS, f"paths.output_dir={run_dir}", *kill))
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "summary.json").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handlers are gone again
@@ -100,8 +107,16 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(tiny_cfg, tmp_path, 
 
 
 def test_sigterm_during_validation_then_resume_equals_uninterrupted(tiny_cfg, tmp_path, uninterrupted):
-    """SIGTERM in epoch 0's validation: saved at that epoch's end (after its best.ckpt decision), resumed at epoch 1."""
-    resumed = stop_and_resume(tiny_cfg, tmp_path / "stopped", 4, signal.SIGTERM, when="SignalInValidation")
+    """SIGTERM in epoch 0's validation (4 batches): Lightning stops after the first; last.ckpt of step 2 is kept and
+    the resumed run runs steps 3 and 4 and that validation again."""
+    more = [
+        "data.eval_batch_size=4",  # IoU and Dice are sums of counts: the same for any eval batch size
+        "callbacks.resumable_checkpoint.every_n_train_steps=2",
+    ]
+    stopped = r"SIGTERM at step 4: during validation; \S+last.ckpt of step 2 kept; continue with resume="
+    resumed = stop_and_resume(
+        tiny_cfg, tmp_path / "stopped", 4, signal.SIGTERM, *more, when="SignalInValidation", stopped=stopped
+    )
     assert_same_run(resumed, uninterrupted)
 
 

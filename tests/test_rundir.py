@@ -84,7 +84,8 @@ def test_a_nan_loss_stops_training_at_once_with_one_message(tiny_cfg, tmp_path, 
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert str(stopped.value) == (
         f"train/loss is nan at step 5 (epoch 1, head sigmoid_bce); training stopped, last good checkpoint: {last};"
-        " lower optimizer.lr or set trainer.gradient_clip_val"
+        " lower optimizer.lr or set trainer.gradient_clip_val in a new run, or continue this one from last.ckpt with"
+        f" resume={tmp_path / 'run'} optimizer.lr=<lower> resume_allow=[optimizer.lr] (docs/resume.md)"
     )
     assert len(train_calls) == 6  # not a run of NaNs to the end (12 steps)
     state = torch.load(last, map_location="cpu", weights_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -14,13 +15,15 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from seg.errors import UserError
+from seg.errors import Interrupted, UserError
 from seg.model.module import SegmentationModule
 from seg.model.network import build_network
+from seg.run.callbacks.resilience import ResumableCheckpoint
 from seg.run.config_check import check_value_types
 from seg.run.config_tree import print_config_tree
 from seg.run.loggers import build_loggers, finish_loggers
@@ -126,7 +129,10 @@ def train(cfg: DictConfig) -> dict:
     check_space(run_dir, checkpoint_bytes(module))
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=earlier.checkpoint)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=earlier.checkpoint)
+    except SIGTERMException:  # Lightning's stop on SIGTERM, a SystemExit; ResumableCheckpoint saved last.ckpt
+        raise _interruption(trainer) from None
     train_seconds = time.perf_counter() - start
     metrics = trainer.callback_metrics  # read now: validate() and test() below replace them
     last_epoch = {key: float(metrics[key]) if key in metrics else None for key in LAST_EPOCH}
@@ -163,6 +169,15 @@ def train(cfg: DictConfig) -> dict:
         OmegaConf.save(OmegaConf.create(module.config), run_dir / "config.yaml")  # with the settled data values
         print_summary(summary)
     return summary
+
+
+def _interruption(trainer: L.Trainer) -> Interrupted:
+    resumable = next((c for c in trainer.callbacks if isinstance(c, ResumableCheckpoint)), None)
+    if resumable is None:
+        return Interrupted(
+            f"SIGTERM at step {trainer.global_step}: no checkpoint to resume from", signum=signal.SIGTERM
+        )
+    return resumable.interrupted(trainer)
 
 
 def checkpoint_bytes(module: L.LightningModule) -> int:
