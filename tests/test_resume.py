@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -299,3 +300,133 @@ def test_a_refused_resume_from_the_cli_changes_nothing_in_the_run_directory(tmp_
     assert "Traceback" not in refused.stderr
     assert fingerprint(run_dir) == before  # no .hydra/resumed-*, no train.log line, no checkpoint touched
     assert not list((run_dir / ".hydra").glob("resumed-*"))
+
+
+# ---- the matrix through the CLI: SIGTERM, SIGKILL mid-write, a prepared public set --------------------------
+
+
+class KillWhileWriting(Callback):
+    """kill -9 of this process half way through writing the full checkpoint of step `step`, in a run not resumed."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.ckpt_path is not None or trainer.global_step != self.step:
+            return
+        import seg.run.checkpoint_io as checkpoint_io
+
+        def half_a_save(obj, path) -> None:
+            torch.save(obj, path)
+            with open(path, "r+b") as handle:
+                handle.truncate(Path(path).stat().st_size // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        checkpoint_io.torch = SimpleNamespace(save=half_a_save)
+
+
+def cli_overrides(tmp_path: Path, root: Path) -> list[str]:
+    return [*folder_overrides(tmp_path, root), "callbacks.resumable_checkpoint.every_n_train_steps=2"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_cli_on_a_folder_dataset_exits_143_and_resumes_exactly(tmp_path):
+    root = write_tiny_folder_dataset(tmp_path / "folder", counts=(16, 4, 4))
+    overrides, run_dir = cli_overrides(tmp_path, root), tmp_path / "run"
+    command = [sys.executable, str(PROJECT_DIR / "train.py"), *overrides]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(
+        [*command, f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
+    last, deadline = run_dir / "checkpoints" / "last.ckpt", time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and _saved_step(last) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert re.search(rf"stopped: SIGTERM at step \d+: saved {last}; continue with resume={run_dir}", stderr)
+
+    resumed = run_cli(*overrides, f"resume={run_dir}", cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = train(compose_config([*overrides, f"paths.output_dir={tmp_path / 'whole'}"]))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in COMPARED:
+        assert summary[key] == whole[key], key
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one_and_resumes_exactly(tmp_path):
+    root = write_tiny_folder_dataset(tmp_path / "folder", counts=(16, 4, 4))
+    overrides = [
+        *cli_overrides(tmp_path, root),
+        f"+callbacks.kill._target_={__name__}.KillWhileWriting",
+        "+callbacks.kill.step=4",
+    ]
+    run_dir = tmp_path / "run"
+    killed = run_cli(*overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert _saved_step(last) == 2 and (run_dir / "checkpoints" / "last.ckpt.partial").exists()  # step 4's, cut short
+
+    resumed = run_cli(*overrides, f"resume={run_dir}", cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = train(compose_config([*cli_overrides(tmp_path, root), f"paths.output_dir={tmp_path / 'whole'}"]))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in COMPARED:
+        assert summary[key] == whole[key], key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["oxford_pet", "drive"])
+def test_a_prepared_public_set_resumes_exactly(tmp_path, name):
+    """A preset of scripts/prepare.py (data=<name>, auto channels and normalization) on the tiny fake of its archive."""
+    from tests.test_prepare import prepared
+
+    root = prepared(name, tmp_path)
+    tiny = [o for o in tiny_overrides(tmp_path) if not o.startswith(("data.", "paths.", "trainer.max_epochs"))]
+    overrides = [
+        *tiny, f"data={name}", f"data.root={root}", "data.batch_size=1", "data.split.val=0.34",
+        "data.train_resize.height=32", "data.train_resize.width=32", *EPOCHS,
+    ]  # fmt: skip
+    whole = train(compose_config([*overrides, f"paths.output_dir={tmp_path / 'whole'}"]))
+    run_dir, kill = tmp_path / "stopped", signal_at(1, signal.SIGTERM)
+    with pytest.raises(Interrupted, match="SIGTERM at step 2"):
+        train(compose_config([*overrides, f"paths.output_dir={run_dir}", *kill]))
+    resumed = train(compose_config([*overrides, f"paths.output_dir={run_dir}", f"resume={run_dir}", *kill]))
+    for key in COMPARED:
+        assert resumed[key] == whole[key], key
+
+
+@pytest.mark.slow
+def test_sigkill_under_cpu_ddp_then_resume_equals_uninterrupted(tmp_path):
+    """Two gloo ranks, killed together with kill -9 after an epoch-end last.ckpt; resumed through the CLI.
+
+    Every save falls on an epoch's end (2 steps an epoch) and there is no augmentation: under DDP the training
+    order is Lightning's DistributedSampler's (seeded per epoch) and flips would come from per-worker generators,
+    which a checkpoint does not restore mid-epoch (docs/resume.md).
+    """
+    from tests.test_ddp import ddp_overrides
+
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    overrides = [*ddp, *ddp_overrides(tmp_path)[:-1], "trainer.max_epochs=4", "augment=null"]
+    overrides += ["callbacks.resumable_checkpoint.every_n_train_steps=2"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    whole = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path, timeout=600, OMP_NUM_THREADS="1")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(PROJECT_DIR / "train.py"), *overrides, f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True)  # its own process group
+    last, deadline = run_dir / "checkpoints" / "last.ckpt", time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline and _saved_step(last) < 4:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # both ranks
+    process.wait()
+    assert 2 <= _saved_step(last) < 8 and not (run_dir / "summary.json").exists()
+
+    resumed = run_cli(*overrides, f"resume={run_dir}", cwd=tmp_path, timeout=600, OMP_NUM_THREADS="1")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    b = json.loads((run_dir / "summary.json").read_text())
+    for key in COMPARED:
+        assert a[key] == b[key], key
