@@ -132,5 +132,6 @@ def test_the_advice_works_resume_after_a_nan_stop_at_a_lower_lr(tiny_cfg, tmp_pa
         return {int(r["step"]): float(r["lr-AdamW"]) for r in logged_rows(directory) if r.get("lr-AdamW")}
 
     before, after = lrs(Path(whole["run_dir"])), lrs(run_dir)
-    assert after[3] == before[3]  # the first run's steps: the configured lr
-    assert all(after[s] == pytest.approx(before[s] / 2) for s in range(5, 12)), (before, after)
+    resumed_steps = [s for s in after if s >= 5]  # the steps after the resume at step 4
+    assert len(resumed_steps) >= 5, (before, after)
+    assert all(after[s] == pytest.approx(before[s] / 2) for s in resumed_steps), (before, after)

@@ -58,7 +58,7 @@ class Continuation:
 def continuation(cfg: DictConfig) -> Continuation:
     """`resume=<dir>`: its last.ckpt, checked; a multirun job whose directory holds an earlier try: what it got to."""
     if cfg.get("resume"):
-        return Continuation(checkpoint=resume_checkpoint(cfg), saved=_saved(Path(cfg.resume).expanduser()))
+        return _resume(cfg)
     if in_multirun():
         return sweep_job(cfg)
     return Continuation()
@@ -70,8 +70,10 @@ def in_multirun() -> bool:
 
 def resume_checkpoint(cfg: DictConfig) -> Path | None:
     """`resume=<run dir>`: its last.ckpt, after checking that this run continues it unchanged; else None."""
-    if not cfg.get("resume"):
-        return None
+    return _resume(cfg).checkpoint if cfg.get("resume") else None
+
+
+def _resume(cfg: DictConfig) -> Continuation:
     run_dir = Path(cfg.resume).expanduser().resolve()
     if Path(cfg.paths.output_dir).resolve() != run_dir:
         raise UserError(
@@ -82,8 +84,9 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
     last = run_dir / LAST_CHECKPOINT
     if not last.is_file():
         raise UserError(f"resume={cfg.resume}: {NO_CHECKPOINT}")
-    check_unchanged(_saved(run_dir), resolved(cfg), where=f"resume={cfg.resume}", run_dir=run_dir)
-    return last
+    saved = _saved(run_dir)
+    check_unchanged(saved, resolved(cfg), where=f"resume={cfg.resume}", run_dir=run_dir)
+    return Continuation(checkpoint=last, saved=saved)
 
 
 def check_unchanged(saved: DictConfig, current: DictConfig, *, where: str, run_dir: Path, sweep: bool = False) -> None:
