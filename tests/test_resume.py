@@ -408,7 +408,7 @@ def test_sigkill_under_cpu_ddp_then_resume_equals_uninterrupted(tmp_path):
     from tests.test_ddp import ddp_overrides
 
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
-    overrides = [*ddp, *ddp_overrides(tmp_path)[:-1], "trainer.max_epochs=4", "augment=null"]
+    overrides = [*ddp, *ddp_overrides(tmp_path)[:-1], "trainer.max_epochs=4", "~augment"]
     overrides += ["callbacks.resumable_checkpoint.every_n_train_steps=2"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     whole = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path, timeout=600, OMP_NUM_THREADS="1")
