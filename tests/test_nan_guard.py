@@ -3,6 +3,8 @@ every step would sync the device) it skips the bad step's update on the device a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -98,3 +100,38 @@ def test_deferred_no_weights_only_best_checkpoint_holds_a_skipped_step(tmp_path)
     with pytest.raises(TrainingDiverged, match="not finite at step 2"):
         trainer.fit(module, DataLoader(data, batch_size=1), valid_images)
     assert trainer.global_step == 8 and not (tmp_path / "best.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_the_advice_works_resume_after_a_nan_stop_at_a_lower_lr(tiny_cfg, tmp_path, monkeypatch):
+    """The stop's message names resume_allow=[optimizer.lr]: the run goes on from last.ckpt at half the lr."""
+    from seg.heads import SigmoidBCE
+    from seg.run.train import train
+    from tests.conftest import logged_rows
+
+    original, train_calls = SigmoidBCE.loss, []
+
+    def loss(self, logits, mask, valid=None):
+        if torch.is_grad_enabled():
+            train_calls.append(1)
+            if len(train_calls) == 6:
+                return original(self, logits, mask, valid) * float("nan")
+        return original(self, logits, mask, valid)
+
+    every = "callbacks.resumable_checkpoint.every_n_train_steps=4"
+    whole = train(tiny_cfg(every, f"paths.output_dir={tmp_path / 'whole'}"))
+    monkeypatch.setattr(SigmoidBCE, "loss", loss)
+    with pytest.raises(TrainingDiverged, match=r"resume=\S+ optimizer.lr=<lower> resume_allow=\[optimizer.lr\]"):
+        train(tiny_cfg(every))
+    monkeypatch.setattr(SigmoidBCE, "loss", original)
+    run_dir = tmp_path / "run"
+    resumed = train(tiny_cfg(every, f"resume={run_dir}", "optimizer.lr=3e-3", "resume_allow=[optimizer.lr]"))
+    assert resumed["global_step"] == whole["global_step"] == 12
+
+    def lrs(directory):
+        return {int(r["step"]): float(r["lr-AdamW"]) for r in logged_rows(directory) if r.get("lr-AdamW")}
+
+    before, after = lrs(Path(whole["run_dir"])), lrs(run_dir)
+    resumed_steps = [s for s in after if s >= 5]  # the steps after the resume at step 4
+    assert len(resumed_steps) >= 5, (before, after)
+    assert all(after[s] == pytest.approx(before[s] / 2) for s in resumed_steps), (before, after)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from collections import namedtuple
@@ -82,8 +84,30 @@ def test_a_nan_loss_stops_training_at_once_with_one_message(tiny_cfg, tmp_path, 
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert str(stopped.value) == (
         f"train/loss is nan at step 5 (epoch 1, head sigmoid_bce); training stopped, last good checkpoint: {last};"
-        " lower optimizer.lr or set trainer.gradient_clip_val"
+        " lower optimizer.lr or set trainer.gradient_clip_val in a new run, or continue this one from last.ckpt with"
+        f" resume={tmp_path / 'run'} optimizer.lr=<lower> resume_allow=[optimizer.lr] (docs/resume.md)"
     )
     assert len(train_calls) == 6  # not a run of NaNs to the end (12 steps)
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["global_step"] == 4 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def test_a_sweep_job_launched_again_takes_over_its_directory_once_the_earlier_try_is_gone(tmp_path):
+    directory = tmp_path / "sweep" / "0"
+    directory.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    marker = {"started": "2026-12-01 10:00:00", "host": socket.gethostname()}
+    (directory / "run.json").write_text(json.dumps({**marker, "pid": int(dead.stdout)}))
+    rundir.claim(directory, resuming=False, sweep_job=True)  # its process has exited: this job's again
+    assert json.loads((directory / "run.json").read_text())["pid"] == os.getpid()
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (directory / "run.json").write_text(json.dumps({**marker, "pid": alive.pid}))
+        with pytest.raises(UserError, match="already the directory of another run"):
+            rundir.claim(directory, resuming=False, sweep_job=True)  # still running: two launches at once
+        with pytest.raises(UserError, match="already the directory of another run"):
+            rundir.claim(directory, resuming=False)  # outside a sweep: never taken over
+    finally:
+        alive.kill()
+        alive.wait()

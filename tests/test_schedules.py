@@ -79,7 +79,7 @@ def test_every_schedule_trains_every_budget_from_1_to_10(tmp_path, schedule, max
 
 
 def test_only_the_constant_schedule_lets_a_resumed_run_train_longer():
-    from seg.inference.checkpoint import _laid_over_the_budget
+    from seg.run.resume import _laid_over_the_budget
 
     laid = {name: _laid_over_the_budget(compose_config([f"scheduler={name}"]).scheduler) for name in SCHEDULES}
     assert laid == {"constant": False, "cosine": True, "one_cycle": True}

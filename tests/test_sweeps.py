@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from seg.paths import PROJECT_DIR
 from seg.run.resolvers import register_resolvers
 from tests.conftest import CONF_DIR, run_cli, tiny_overrides
 
@@ -103,3 +109,72 @@ def test_slurm_launcher_asks_for_one_gpu_and_task_per_device(tmp_path, monkeypat
     script = executor._executor._make_submission_file_text("python train.py", "0")
     for line in ("--gpus-per-node=4", "--ntasks-per-node=4", "--partition=gpu", "--time=90", "--mem=32GB", "--nodes=1"):
         assert f"#SBATCH {line}" in script, script
+
+
+# ---- a sweep launched again continues -----------------------------------------------------------------------
+
+
+def files_and_mtimes(directory: Path) -> dict[str, int]:
+    return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
+
+
+def test_a_finished_sweep_launched_again_skips_its_jobs_and_refuses_a_different_one(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = run_cli("-m", "seed=0", *sweep_overrides(tmp_path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    job = sweep / "0"
+    kept = {k: v for k, v in files_and_mtimes(job).items() if not k.startswith(".hydra") and k != "train.log"}
+    again = run_cli("-m", "seed=0", *sweep_overrides(tmp_path), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished with this config by an earlier launch of the sweep; skipped" in (job / "train.log").read_text()
+    assert {k: v for k, v in files_and_mtimes(job).items() if k in kept} == kept  # nothing trained or rewritten
+
+    other = run_cli("-m", "seed=1", *sweep_overrides(tmp_path), cwd=tmp_path)  # job 0 is now another run
+    assert other.returncode != 0
+    line = other.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: hydra.sweep.dir job {job}: the config differs from the run's (")
+    assert "seed: 0 -> 1" in line and "launch a different sweep into a new hydra.sweep.dir" in line
+    assert {k: v for k, v in files_and_mtimes(job).items() if k in kept} == kept
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_half_way_and_launched_again_gives_the_numbers_of_one_that_ran_through(tmp_path):
+    """The basic launcher runs the jobs one after the other in one process: kill -9 it during job 1, launch again."""
+    tiny = [o for o in sweep_overrides(tmp_path) if not o.startswith(("hydra.sweep.dir", "trainer.max_epochs"))]
+    sweep_args = [
+        "-m",
+        "seed=0,1,2",
+        *tiny,
+        "trainer.max_epochs=2",
+        "callbacks.resumable_checkpoint.every_n_train_steps=2",
+    ]
+    through = run_cli(*sweep_args, f"hydra.sweep.dir={tmp_path / 'through'}", cwd=tmp_path)
+    assert through.returncode == 0, through.stderr[-3000:]
+
+    sweep = tmp_path / "killed"
+    command = [sys.executable, str(PROJECT_DIR / "train.py"), *sweep_args, f"hydra.sweep.dir={sweep}"]
+    process = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    last, deadline = sweep / "1" / "checkpoints" / "last.ckpt", time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline and _saved_step(last) < 4:
+        time.sleep(0.05)
+    process.kill()
+    assert process.wait() == -signal.SIGKILL
+    assert (sweep / "0" / "summary.json").exists() and not (sweep / "1" / "summary.json").exists()
+    assert not (sweep / "2").exists()
+    finished = (sweep / "0" / "summary.json").stat().st_mtime_ns
+
+    again = run_cli(*sweep_args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (sweep / "0" / "summary.json").stat().st_mtime_ns == finished  # skipped, not run again
+    compared = ("val/iou", "val/dice", "test/iou", "test/dice", "global_step", "epochs", "seed")
+    for job in ("0", "1", "2"):
+        a = json.loads((tmp_path / "through" / job / "summary.json").read_text())
+        b = json.loads((sweep / job / "summary.json").read_text())
+        assert {k: a[k] for k in compared} == {k: b[k] for k in compared}, job
+
+
+def _saved_step(checkpoint: Path) -> int:
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+    except Exception:  # not there yet, or being written
+        return -1

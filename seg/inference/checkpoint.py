@@ -1,7 +1,8 @@
 """Self-describing checkpoints: each holds its run's resolved config, so it alone rebuilds model, head and data.
 
 `SegmentationModule.on_save_checkpoint` stores the config under `CONFIG_KEY`; predict.py, eval.py and
-scripts/export.py then need only `ckpt=`, and a resumed run is checked against the config it continues.
+scripts/export.py then need only `ckpt=`, and a resumed run is checked against the config it continues
+(seg/run/resume.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -22,10 +23,6 @@ from seg.model.network import build_network
 
 # What the end of a run adds to best.ckpt: {"val_threshold": float, "temperature": float} (seg/inference/operating_point.py).
 OPERATING_POINT_KEY = "seg_operating_point"
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # what resume= continues from (conf/callbacks/default.yaml)
-NO_CHECKPOINT = f"no {LAST_CHECKPOINT} there; pass a run directory that wrote checkpoints"
-# What a resumed run may change: where it writes (the same directory anyway) and how long it trains.
-RESUMABLE_CHANGES = ("resume", "paths", "trainer.max_epochs")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -110,59 +107,3 @@ def store_operating_point(path: str | Path, values: dict[str, float]) -> None:
     partial = path.with_name(path.name + ".partial")
     torch.save(checkpoint, partial)
     os.replace(partial, path)
-
-
-def resume_checkpoint(cfg: DictConfig) -> Path | None:
-    """`resume=<run dir>`: its last.ckpt, after checking that this run continues it unchanged; else None."""
-    if not cfg.get("resume"):
-        return None
-    run_dir = Path(cfg.resume).expanduser().resolve()
-    if Path(cfg.paths.output_dir).resolve() != run_dir:
-        raise UserError(
-            f"resume={cfg.resume}: this run writes to {cfg.paths.output_dir}, not the resumed directory;"
-            " drop the hydra.run.dir / paths.output_dir override (resume sets it), and do not resume inside -m"
-        )
-    last = run_dir / LAST_CHECKPOINT
-    if not last.is_file():
-        raise UserError(f"resume={cfg.resume}: {NO_CHECKPOINT}")
-    saved = saved_config(read_checkpoint(last))
-    changed = config_changes(saved, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
-    if changed:
-        raise UserError(
-            f"resume={cfg.resume}: the config differs from the run's ({'; '.join(changed[:5])});"
-            f" resume with the run's overrides (see {run_dir / '.hydra' / 'overrides.yaml'}), changing only trainer.max_epochs"
-        )
-    if saved.trainer.max_epochs != cfg.trainer.max_epochs and _laid_over_the_budget(saved.get("scheduler")):
-        raise UserError(
-            f"resume={cfg.resume}: trainer.max_epochs {saved.trainer.max_epochs} -> {cfg.trainer.max_epochs}, but the"
-            " learning-rate schedule was laid over the first run's step budget; keep"
-            f" trainer.max_epochs={saved.trainer.max_epochs}, or resume a run trained with scheduler=constant"
-        )
-    return last
-
-
-def _laid_over_the_budget(scheduler: DictConfig | None) -> bool:
-    """Whether a schedule's shape depends on the step budget (all but `constant`): lengthening the run would break it."""
-    return bool(scheduler) and not getattr(get_object(scheduler._target_), "independent_of_budget", False)
-
-
-def config_changes(saved: DictConfig, current: DictConfig) -> list[str]:
-    """`key: saved -> current` for every leaf that differs, except RESUMABLE_CHANGES."""
-    old, new = _leaves(OmegaConf.to_container(saved)), _leaves(OmegaConf.to_container(current))
-    changed = []
-    for key in sorted(old.keys() | new.keys()):
-        if any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_CHANGES):
-            continue
-        if old.get(key, "<absent>") != new.get(key, "<absent>"):
-            changed.append(f"{key}: {old.get(key, '<absent>')} -> {new.get(key, '<absent>')}")
-    return changed
-
-
-def _leaves(node: object, prefix: str = "") -> dict[str, object]:
-    """{"trainer.max_epochs": 18, ...}: a nested dict flattened to dotted keys (lists are leaves)."""
-    if not isinstance(node, dict) or not node:
-        return {prefix: node}
-    out: dict[str, object] = {}
-    for key, value in node.items():
-        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out

@@ -181,5 +181,5 @@ def quiet_library_noise() -> None:
         logging.getLogger(name).addFilter(_drop_repeats)
     logging.getLogger(WEIGHTS_ONLY[0]).addFilter(_drop_weights_only)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    for message in RESUME_WARNINGS:  # expected on a resume (seg/inference/checkpoint.py), and wrong there
+    for message in RESUME_WARNINGS:  # expected on a resume (seg/run/resume.py), and wrong there
         warnings.filterwarnings("ignore", message=message)

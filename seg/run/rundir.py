@@ -7,7 +7,8 @@
   directory another run owns (`hydra.run.dir=...`, `paths.output_dir=...`, two sweeps in one second)
   is refused instead of overwriting its checkpoints. Only `resume=` may continue an owned directory.
 - `CheckOutputDir` (a Hydra callback) reports an unwritable location, another run's directory, or a `resume=`
-  directory without a checkpoint in one line, before Hydra writes its `.hydra/` and `train.log` there;
+  directory without a checkpoint or with a different config in one line, before Hydra writes its `.hydra/` and
+  `train.log` there: a refused resume changes nothing in the run's directory;
 - `check_space` refuses to start when the directory cannot hold the checkpoints the run will write.
 """
 
@@ -27,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seg.errors import UserError
-from seg.inference.checkpoint import LAST_CHECKPOINT, NO_CHECKPOINT
+from seg.run.resume import LAST_CHECKPOINT, NO_CHECKPOINT, check_before_start
 
 MARKER = "run.json"
 _created: dict[str, str] = {}  # base name -> directory created for it, so repeated resolution agrees
@@ -45,9 +46,11 @@ def run_dir(resume: str | None, base: str) -> str:
     return _created[base]
 
 
-def hydra_subdir(resume: str | None) -> str:
-    """Where Hydra writes its copy of the config: a resumed run keeps the first run's `.hydra/` intact."""
-    return f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}" if resume else ".hydra"
+def hydra_subdir(resume: str | None, output_dir: str | None = None) -> str:
+    """Where Hydra writes its copy of the config: a resumed run, or a sweep's job launched again (its directory
+    has a `.hydra/` already), keeps the first run's `.hydra/` intact."""
+    again = resume or (output_dir and (Path(output_dir) / ".hydra").is_dir())
+    return f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}" if again else ".hydra"
 
 
 def _create_unique(base: Path) -> Path:
@@ -76,6 +79,11 @@ class CheckOutputDir(Callback):
             _fail(f"resume={resume}: no such run directory; pass the directory of the run to continue")
         if resume and not (Path(resume).expanduser() / LAST_CHECKPOINT).is_file():
             _fail(f"resume={resume}: {NO_CHECKPOINT}")
+        if resume:
+            try:
+                check_before_start(config)
+            except UserError as error:
+                _fail(str(error))
         directory = _check_writable(config, "hydra.run.dir")
         # DDP ranks > 0 (started by Lightning or SLURM with the same hydra.run.dir) join the directory rank 0 claimed.
         if not resume and rank_zero_only.rank == 0 and (directory / MARKER).exists():
@@ -104,13 +112,19 @@ def _check_writable(config: DictConfig, key: str) -> Path:
     return Path(directory)
 
 
-def claim(directory: Path, *, resuming: bool) -> None:
-    """Make `directory` this run's, or refuse: it is not writable, or it is another run's."""
+def claim(directory: Path, *, resuming: bool, sweep_job: bool = False) -> None:
+    """Make `directory` this run's, or refuse: it is not writable, or it is another run's.
+
+    `sweep_job`: a multirun job launched again into its sweep's directory takes it over from the earlier try once
+    that try's process is gone (seg/run/resume.py has checked that the config is the same).
+    """
     try:
         directory.mkdir(parents=True, exist_ok=True)
         marker = directory / MARKER
-        if resuming:
+        if resuming and not sweep_job:
             return  # resume_checkpoint() checked that this is the run being continued
+        if sweep_job and marker.exists() and not _alive(marker):
+            marker.unlink()
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         raise UserError(owned_message(directory)) from None
@@ -123,6 +137,24 @@ def claim(directory: Path, *, resuming: bool) -> None:
             {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": socket.gethostname(), "pid": os.getpid()}, handle
         )
         handle.write("\n")
+
+
+def _alive(marker: Path) -> bool:
+    """Whether the run that wrote `marker` still runs: its process on this host; on another host, unknowable (no)."""
+    try:
+        info = json.loads(marker.read_text())
+        pid, host = int(info["pid"]), info["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # unreadable: cut short when its run was killed
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
 
 
 def owned_message(directory: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -14,22 +15,25 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
 from seg.data.collate import PadCollate
-from seg.errors import UserError
-from seg.inference.checkpoint import resume_checkpoint, store_operating_point
+from seg.errors import Interrupted, UserError
+from seg.inference.checkpoint import store_operating_point
 from seg.inference.operating_point import measure_operating_point
 from seg.model.module import SegmentationModule
 from seg.model.network import build_network
+from seg.run.callbacks.resilience import ResumableCheckpoint
 from seg.run.config_check import check_values
 from seg.run.config_tree import print_config_tree
 from seg.run.loggers import build_loggers, finish_loggers
 from seg.run.provenance import source_commit
 from seg.run.resolvers import register_resolvers
+from seg.run.resume import ScaleRestoredLearningRate, check_settled, continuation, in_multirun, learning_rate_ratio
 from seg.run.rundir import check_space, claim
 
 log = logging.getLogger(__name__)
@@ -121,18 +125,28 @@ def train(cfg: DictConfig) -> dict:
     check_optimized_metric(cfg.get("optimized_metric"))  # before training, not after: a sweep would waste a job
     check_values(cfg)  # trainer.max_epochs=abc, optimizer.lr=-1: one line now, not an error inside Lightning or torch
     check_accelerator(cfg.trainer)
-    L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
-    resume_from = resume_checkpoint(cfg)  # None, or last.ckpt of the run this one continues
+    earlier = continuation(cfg)  # resume=, or a sweep job launched again: checked before anything is written
+    if earlier.finished is not None:
+        log.info("%s: finished with this config by an earlier launch of the sweep; skipped", run_dir)
+        return earlier.finished
+    L.seed_everything(cfg.seed, workers=True)
     if rank_zero_only.rank == 0:  # DDP ranks share the directory rank zero claimed
-        claim(run_dir, resuming=resume_from is not None)
+        claim(run_dir, resuming=earlier.resuming, sweep_job=in_multirun())
     print_config_tree(cfg, run_dir / "config_tree.log")
     module, datamodule, trainer = build(cfg)
+    if earlier.resuming:
+        check_settled(earlier.saved, module.config, where=f"resume {run_dir}")
+        if (ratio := learning_rate_ratio(earlier.saved, cfg)) != 1.0:
+            trainer.callbacks.append(ScaleRestoredLearningRate(ratio))
     refuse_ddp_in_multirun(trainer)
     check_space(run_dir, checkpoint_bytes(module))
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=earlier.checkpoint)
+    except SIGTERMException:  # Lightning's stop on SIGTERM, a SystemExit; ResumableCheckpoint saved last.ckpt
+        raise _interruption(trainer) from None
     train_seconds = time.perf_counter() - start
     metrics = trainer.callback_metrics  # read now: validate() and test() below replace them
     last_epoch = {key: float(metrics[key]) if key in metrics else None for key in LAST_EPOCH}
@@ -188,6 +202,15 @@ def operating_point(module, datamodule, device, best: Path | None, run_dir: Path
     if best is not None:
         store_operating_point(best, {key: entries[key] for key in ("val_threshold", "temperature")})
     return entries
+
+
+def _interruption(trainer: L.Trainer) -> Interrupted:
+    resumable = next((c for c in trainer.callbacks if isinstance(c, ResumableCheckpoint)), None)
+    if resumable is None:
+        return Interrupted(
+            f"SIGTERM at step {trainer.global_step}: no checkpoint to resume from", signum=signal.SIGTERM
+        )
+    return resumable.interrupted(trainer)
 
 
 def checkpoint_bytes(module: L.LightningModule) -> int:

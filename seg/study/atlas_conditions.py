@@ -10,8 +10,8 @@ import numpy as np
 import yaml
 from hydra.utils import instantiate
 
-from seg.study.baselines import threshold_iou
 from seg.paths import resolve_project_path
+from seg.study.baselines import threshold_iou
 
 
 def condition_facts(run) -> dict:

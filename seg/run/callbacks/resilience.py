@@ -8,26 +8,37 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from seg.errors import Interrupted, TrainingDiverged
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT,)  # SIGTERM: Lightning's handler, see ResumableCheckpoint
 
 
 class ResumableCheckpoint(Checkpoint):
     """Writes `dirpath/last.ckpt`, the full training state a run resumes from: after `every_n_train_steps` steps
-    without a save, at the end of training, and on SIGINT/SIGTERM.
+    without a save, at the end of training, and on SIGTERM or SIGINT.
 
     The step count runs from the last save (or the start), and is checked after every training batch and at each
     epoch's end, so a SIGKILL loses at most `every_n_train_steps` steps however long an epoch is, and an epoch of a
-    few steps does not write ~135 MB each time (`null`: no periodic saves). Lightning 2.6 does neither by itself:
-    Ctrl+C raises KeyboardInterrupt wherever the process is (possibly inside an optimizer step), and SIGTERM only
-    stops at the end of the epoch, without a checkpoint. Here a signal is noted and acted on after the current
-    training batch, where the state is consistent: the checkpoint is the one a periodic save at that step would
-    write, and resuming from it is exact. A signal during an epoch's last batch or its validation is acted on at
-    that epoch's end: saved there, stopped before the next batch. A second Ctrl+C stops at once. A signal during
-    the last epoch's validation lets the run finish.
+    few steps does not write ~135 MB each time (`null`: no periodic saves).
+
+    SIGTERM is Lightning's (2.6): its handler notes the signal (under DDP rank 0 broadcasts it before each training
+    batch, so every rank stops at the same one), and its loops raise `SIGTERMException` after the current training
+    batch (and the validation that batch triggered), after the current validation batch, or at an epoch's end, then
+    call every callback's `on_exception`. `OnExceptionCheckpoint` saves there on any exception; this saves there on
+    SIGTERM only (a NaN stop or a failed batch leaves the last good last.ckpt), and not when the signal stopped a
+    validation between its batches: that validation's metric sums are in no checkpoint, and the resumed run would
+    finish it with the remaining batches only and take that epoch's best-checkpoint decision on them. Then the
+    last.ckpt saved before stays, and the steps since run again on resume. Resuming gives the numbers of an
+    uninterrupted run (tests/test_resume.py). train() turns the exception, a SystemExit that would exit with status
+    0, into `Interrupted` (status 143).
+
+    Ctrl+C is not left to Lightning, which raises KeyboardInterrupt wherever the process is (possibly inside an
+    optimizer step) and exits with status 1 without a checkpoint: SIGINT is noted here and acted on after the
+    current training batch, where the state is consistent (the checkpoint is the one a periodic save at that step
+    would write); during an epoch's last batch or its validation, at that epoch's end. A second Ctrl+C stops at once.
 
     A `Checkpoint`, not a plain Callback: Lightning runs checkpoint callbacks after all others, in their order, so
     a save at an epoch's end comes after the ModelCheckpoint listed before this one has taken that epoch's
@@ -85,19 +96,29 @@ class ResumableCheckpoint(Checkpoint):
         self._saved_step = trainer.global_step
 
     def _stop(self, trainer: L.Trainer) -> None:
-        name = signal.Signals(self.received).name
-        saved = (
-            f"saved {self.path}; continue with resume={self.path.parent.parent}"
-            if self.path.exists()
-            else "no checkpoint yet"
-        )
-        raise Interrupted(f"{name} at step {trainer.global_step}: {saved}", signum=self.received)
+        raise self.interrupted(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handlers()
+        if isinstance(exception, SIGTERMException):
+            self.received = signal.SIGTERM
+            if trainer.training:  # not between validation batches: that validation's sums are in no checkpoint
+                self._save(trainer)
+
+    def interrupted(self, trainer: L.Trainer) -> Interrupted:
+        """What stopped the run, and where it can continue from (also after Lightning's SIGTERMException)."""
+        signum = self.received if self.received is not None else signal.SIGTERM
+        resume = f"continue with resume={self.path.parent.parent}"
+        if not self.path.exists():
+            saved = "no checkpoint yet"
+        elif self._saved_step == trainer.global_step:
+            saved = f"saved {self.path}; {resume}"
+        else:  # stopped during a validation: the state before it is kept, the steps since run again
+            saved = f"during validation; {self.path} of step {self._saved_step} kept; {resume}"
+        return Interrupted(f"{signal.Signals(signum).name} at step {trainer.global_step}: {saved}", signum=signum)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
@@ -172,8 +193,20 @@ class StopOnNonFiniteLoss(Callback):
         head = getattr(getattr(pl_module, "head", None), "name", "?")
         raise TrainingDiverged(
             f"{what} (epoch {trainer.current_epoch}, head {head}); training stopped, last good checkpoint:"
-            f" {_last_checkpoint(trainer)}; lower optimizer.lr or set trainer.gradient_clip_val"
+            f" {_last_checkpoint(trainer)}; {_advice(trainer)}"
         )
+
+
+def _advice(trainer: L.Trainer) -> str:
+    """What the user can do: a new run, or, from a resumable last.ckpt, this run at a lower lr (seg/run/resume.py)."""
+    fresh = "lower optimizer.lr or set trainer.gradient_clip_val in a new run"
+    resumable = [c.path for c in trainer.callbacks if isinstance(c, ResumableCheckpoint) and c.path.exists()]
+    if not resumable:
+        return fresh
+    return (
+        f"{fresh}, or continue this one from {resumable[0].name} with resume={resumable[0].parent.parent}"
+        " optimizer.lr=<lower> resume_allow=[optimizer.lr] (docs/resume.md)"
+    )
 
 
 def _last_epoch(trainer: L.Trainer) -> bool:
