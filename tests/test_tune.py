@@ -245,3 +245,18 @@ def test_a_ddp_trial_trains_with_the_trials_values_on_every_rank(tmp_path):
     expected = {"lr": trial.params["optimizer.lr"], "weight_decay": trial.params["optimizer.weight_decay"]}
     assert ranks == [expected, expected]
     assert trial.state == TrialState.COMPLETE and list(trial.intermediate_values) == [0]  # rank zero reported, once
+
+
+@pytest.mark.slow
+def test_the_worker_records_a_pruned_trial_as_pruned(tmp_path):
+    status, err = run_worker(
+        tmp_path,
+        "tune.n_trials=1",
+        "trainer.max_epochs=3",
+        "~tune.pruner",
+        "+tune.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 1.1}",
+    )
+    assert status == 0, err[-3000:]
+    (trial,) = trials_of(f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
+    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [0]
+    assert json.loads((tmp_path / "sweep" / "trial_0000" / "summary.json").read_text())["global_step"] == 32 // 8

@@ -9,12 +9,15 @@ process's Trial object. Here rank zero reports, every rank stops together, and t
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 import optuna
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from optuna.storages import RDBStorage
 
+log = logging.getLogger(__name__)
 PRUNED_AT = "pruned_at_epoch"  # trial user attribute the worker reads
 
 
@@ -35,6 +38,10 @@ class PruneTrial(Callback):
         self.pruner = pruner
         self.monitor = monitor
         self._trial: optuna.trial.Trial | None = None
+        if trial is None:  # the old `train.py hparams_search=optuna` swept; now tune.py does
+            log.warning(
+                "hparams_search=optuna outside tune.py: one ordinary run; the search is `python tune.py hparams_search=optuna ...`"
+            )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial_number is not None and trainer.is_global_zero:

@@ -36,6 +36,7 @@ from seg.run.train import check_optimized_metric, optimized_value
 log = logging.getLogger(__name__)
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # toward n_trials; failed ones are retried
 OWN_KEYS = ("tune.storage", "tune.study_name", "tune.trial", "hydra.run.dir")  # set per trial by the worker
+LOCAL_KEYS = ("tune.", "hydra.", "hydra/", "data.root=")  # may differ between the workers of one study
 Suggest = Callable[[optuna.trial.Trial, str], object]  # functools.partial(Trial.suggest_float, low=..., ...)
 
 
@@ -130,9 +131,10 @@ def fixed_overrides(task: list[str]) -> list[str]:
 def check_same_overrides(study: optuna.Study, fixed: list[str]) -> None:
     """Workers of one study must train the same thing: the first records its overrides, the others compare.
 
-    Only `tune.*` keys may differ (n_trials, heartbeat: how this worker runs, not what a trial trains).
+    Keys that say how or where this worker runs, not what a trial trains, may differ: `tune.*`, `hydra.*` and
+    `data.root` (where this machine keeps the data).
     """
-    mine = sorted(o for o in fixed if not o.lstrip("+~").startswith("tune."))
+    mine = sorted(o for o in fixed if not o.lstrip("+~").startswith(LOCAL_KEYS))
     recorded = study.user_attrs.get("overrides")
     if recorded is None:
         study.set_user_attr("overrides", mine)
