@@ -187,6 +187,32 @@ def postgres_url():
         shutil.rmtree(base, ignore_errors=True)
 
 
+SHARING_WORKER = """
+import os, sys, optuna
+from seg.run.tune import open_storage, work
+storage = open_storage(sys.argv[1], heartbeat=60)
+study = optuna.create_study(study_name="shared", storage=storage, direction="maximize", load_if_exists=True)
+def objective(trial):
+    trial.set_user_attr("pid", os.getpid())
+    return trial.suggest_float("x", 0.0, 1.0)
+work(study, objective, n_trials=int(sys.argv[2]))
+"""
+
+
+def test_two_worker_processes_fill_one_postgres_study_without_losing_a_trial(tmp_path, postgres_url):
+    """The storage and the stopping rule of tune.py, with an instant objective: two processes started together
+    on an empty database (both create its tables) share 20 trials."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
+    command = [sys.executable, "-c", SHARING_WORKER, postgres_url, "20"]
+    workers = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for worker in workers:
+        assert worker.wait(timeout=300) == 0, worker.stderr.read()[-3000:]
+    trials = optuna.load_study(study_name="shared", storage=postgres_url).trials
+    assert 20 <= len(trials) <= 21 and [t.number for t in trials] == list(range(len(trials)))
+    assert all(t.state == TrialState.COMPLETE and t.value == t.params["x"] for t in trials)
+    assert {t.user_attrs["pid"] for t in trials} == {w.pid for w in workers}
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_postgres_study(tmp_path, postgres_url):
     """Two tune.py processes started together on an empty database: 3 trials between them, each recorded once."""

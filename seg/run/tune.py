@@ -52,12 +52,17 @@ def tune(cfg: DictConfig) -> optuna.Study:
     fixed = fixed_overrides(HydraConfig.get().overrides.task)
     check_same_overrides(study, fixed)
     objective = trial_objective(cfg, space=space, fixed=fixed, url=url, sweep_dir=sweep_dir)
-    while open_slots(study, cfg.tune.n_trials) > 0:
+    work(study, objective, n_trials=cfg.tune.n_trials)
+    log.info("study %s holds %d trials; best: %s", study.study_name, len(study.trials), best_line(study))
+    return study
+
+
+def work(study: optuna.Study, objective: Callable[[optuna.trial.Trial], float], *, n_trials: int) -> None:
+    """Run trials until the study (all its workers together) holds `n_trials`."""
+    while open_slots(study, n_trials) > 0:
         # One trial per call: another worker may have filled the study meanwhile. A failing trial stops this
         # worker (a broken config would fail every trial); its run directory says why.
         study.optimize(objective, n_trials=1, gc_after_trial=False)
-    log.info("study %s holds %d trials; best: %s", study.study_name, len(study.trials), best_line(study))
-    return study
 
 
 def search_space(params: DictConfig) -> dict[str, Suggest]:
