@@ -63,5 +63,17 @@ class PruneTrial(Callback):
 
 def find_trial(study_name: str, url: str, number: int, pruner: optuna.pruners.BasePruner) -> optuna.trial.Trial:
     storage = RDBStorage(url)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
-    return optuna.trial.Trial(optuna.load_study(study_name=study_name, storage=storage, pruner=pruner), trial_id)
+    return optuna.trial.Trial(
+        optuna.load_study(study_name=study_name, storage=storage, pruner=pruner), trial_id(storage, study_name, number)
+    )
+
+
+def pruned_epoch(study_name: str, url: str, number: int) -> int | None:
+    """The epoch after which the trial's run stopped, or None, read from the database: the asking process's own
+    Trial object caches its attributes from before the run."""
+    storage = RDBStorage(url)
+    return storage.get_trial_user_attrs(trial_id(storage, study_name, number)).get(PRUNED_AT)
+
+
+def trial_id(storage: RDBStorage, study_name: str, number: int) -> int:
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from seg.errors import UserError
 from seg.paths import PROJECT_DIR
-from seg.run.pruning import PRUNED_AT
+from seg.run.pruning import pruned_epoch
 from seg.run.train import check_optimized_metric, optimized_value
 
 log = logging.getLogger(__name__)
@@ -173,13 +173,15 @@ def trial_objective(
             f"tune.trial={trial.number}",
         ]
         log.info("trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in values.items()))
+        # tune.py's report_config_errors set HYDRA_FULL_ERROR=1 for itself; train.py's sets its own
         status = subprocess.run(command, env={**os.environ, "HYDRA_FULL_ERROR": "0"}).returncode
         if status != 0:
             raise UserError(
                 f"trial {trial.number}: train.py exited with status {status}; its log: {run_dir / 'train.log'}"
             )
-        if PRUNED_AT in trial.user_attrs:  # seg/run/pruning.py stopped the run
-            raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {trial.user_attrs[PRUNED_AT]}")
+        epoch = pruned_epoch(trial.study.study_name, url, trial.number)  # seg/run/pruning.py stopped the run
+        if epoch is not None:
+            raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch}")
         summary = json.loads((run_dir / "summary.json").read_text())
         return optimized_value(summary, cfg.optimized_metric)
 
