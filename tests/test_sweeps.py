@@ -1,4 +1,4 @@
-"""The sweep plugins for real, on tiny runs: joblib (2 parallel jobs), Optuna (2 trials); SLURM by its sbatch script."""
+"""The sweep plugins for real, on tiny runs: joblib (2 parallel jobs); SLURM by its sbatch script. Optuna: tests/test_tune.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -44,33 +43,6 @@ def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
     assert sorted(s["head"] for s in summaries(tmp_path / "sweep")) == ["sigmoid_bce", "tanh_mse"]
     pids = {json.loads(p.read_text())["pid"] for p in (tmp_path / "sweep").glob("*/run.json")}
     assert len(pids) == 2  # two worker processes, not the launching one in turn
-
-
-def test_optuna_maximizes_val_iou_over_the_learning_rate(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    result = run_cli(
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.n_startup_trials=2",
-        *sweep_overrides(tmp_path),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = summaries(tmp_path / "sweep")
-    assert len(trials) == 2
-    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(s["val/iou"] for s in trials))
-    lrs = [yaml.safe_load(p.read_text()) for p in (tmp_path / "sweep").glob("*/.hydra/overrides.yaml")]
-    chosen = [float(o.split("=")[1]) for trial in lrs for o in trial if o.startswith("optimizer.lr=")]
-    assert len(set(chosen)) == 2 and all(1e-3 <= lr <= 3e-2 for lr in chosen)
-
-
-def test_a_wrong_optimized_metric_stops_before_training(tmp_path):
-    result = run_cli(
-        "hparams_search=optuna", "hydra.sweeper.n_trials=1", "optimized_metric=val/iuo", *sweep_overrides(tmp_path)
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: optimized_metric='val/iuo' is not a metric")
-    assert "Traceback" not in result.stderr and not list((tmp_path / "sweep").glob("*/checkpoints"))
 
 
 def test_slurm_launcher_asks_for_one_gpu_and_task_per_device(tmp_path, monkeypatch):
