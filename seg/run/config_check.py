@@ -265,6 +265,14 @@ SIZE = whole(1)
 RANGES: dict[str, Allowed] = {
     # train.yaml
     "seed": SEED,
+    "tune.sampler.seed": whole(0, 2**32 - 1, None),  # null: each worker its own stream (docs/sweeps.md)
+    "tune.n_trials": SIZE,
+    "tune.heartbeat_seconds": whole(1, None, None),
+    "tune.trial": whole(0, None, None),
+    "tune.*.n_startup_trials": whole(0),
+    "tune.pruner.n_warmup_steps": whole(0),
+    "tune.params.optimizer.*.low": number(0.0),  # learning rates and weight decays: never negative
+    "tune.params.optimizer.*.high": number(0.0),
     "*.seed": SEED,
     "lr_scale": number(0.0, open_low=True),
     # optimizer, scheduler
@@ -326,6 +334,9 @@ RANGES: dict[str, Allowed] = {
     "data.source.stripe_amplitude[]": number(0.0, 1.0),
     # augment
     "augment.*.p": PROBABILITY,
+    "augment.horizontal": PROBABILITY,  # augment=device_flips: the chance of each flip or turn per image
+    "augment.vertical": PROBABILITY,
+    "augment.rotate90": PROBABILITY,
     # callbacks
     "callbacks.*.every_n_steps": SIZE,
     "callbacks.*.every_n_train_steps": whole(1, None, None),
@@ -414,6 +425,8 @@ def _leaves(node: Any, raw: Any, key: str, references: bool) -> Iterator[tuple[s
             value = node[name]
         except Exception:  # MissingMandatoryValue, an interpolation resolver that needs Hydra's runtime
             continue
+        if isinstance(raw[name], str) and isinstance(value, DictConfig | ListConfig):
+            continue  # a whole node taken from another key (`pruner: ${tune.pruner}`): checked at that key
         yield from _leaves(value, raw[name], full, references)
 
 
