@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from seg.errors import UserError  # noqa: E402
 from seg.run.cli import report_user_errors  # noqa: E402
 from seg.study.compare import build_study, find_jobs  # noqa: E402
-from seg.study.report import print_table, render_markdown, write_curves  # noqa: E402
+from seg.study.report import copy_reliability_diagrams, print_table, render_markdown, write_curves  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         curves = out / "curves.png"
         report = out / "report.md"
+        drawn = curves if write_curves(study, curves) else None
         report.write_text(
-            render_markdown(study, args.baseline, args.dirs, curves if write_curves(study, curves) else None)
+            render_markdown(study, args.baseline, args.dirs, drawn, copy_reliability_diagrams(study, out))
         )
         print_table(study, args.baseline)
         print(f"wrote {report}")

@@ -14,7 +14,7 @@ from scipy import stats
 
 from seg.paths import PROJECT_DIR
 from seg.study.compare import build_study, find_jobs, minimal_detectable_difference, paired_comparison
-from seg.study.report import comparison_rows, render_markdown, summary_rows, write_curves
+from seg.study.report import comparison_rows, copy_reliability_diagrams, render_markdown, summary_rows, write_curves
 
 BCE = [0.80, 0.82, 0.81, 0.83, 0.79]
 TANH = [0.81, 0.84, 0.80, 0.85, 0.80]  # differences: +0.01 +0.02 -0.01 +0.02 +0.01
@@ -125,3 +125,36 @@ def test_cli_writes_report_and_refuses_a_wrong_folder(sweep, tmp_path):
         and bad.stderr.strip()
         == f"error: {tmp_path / 'nope'}: not a folder; pass the multirun folder of a sweep (e.g. multirun/compare_heads/<time>)"
     )
+
+
+def test_report_gives_the_operating_point_and_whether_a_gap_survives_the_tuned_threshold(tmp_path):
+    """BCE wins at 0.5 on every seed; at each run's own val threshold tanh_mse ties: the gap does not survive."""
+    root, number = tmp_path / "sweep", 0
+    worse = [v - d for v, d in zip(BCE, (0.02, 0.03, 0.02, 0.025, 0.015), strict=True)]
+    level = [v + d for v, d in zip(BCE, (0.01, -0.01, 0.005, -0.005, 0.0), strict=True)]
+    for head, plain, tuned in (("sigmoid_bce", BCE, BCE), ("tanh_mse", worse, level)):
+        for seed, (iou, iou_tuned) in enumerate(zip(plain, tuned, strict=True)):
+            make_job(root, number, head, seed, iou)
+            job = root / str(number)
+            summary = json.loads((job / "summary.json").read_text())
+            summary |= {"test/iou@val_threshold": iou_tuned, "val_threshold": 0.4, "test/ap": 0.9, "temperature": 1.5}
+            (job / "summary.json").write_text(json.dumps(summary))
+            (job / "reliability.png").write_bytes(b"png of " + head.encode())
+            number += 1
+    study = build_study(find_jobs([root]))
+    out = tmp_path / "report"
+    out.mkdir()
+    copies = copy_reliability_diagrams(study, out)
+    report = render_markdown(study, "sigmoid_bce", [root], None, copies)
+    assert "## Operating point and calibration" in report
+    row = next(line for line in report.splitlines() if line.startswith("| tanh_mse | -0.0220 |"))
+    assert "| +0.0000 |" in row and row.endswith("| not resolved at the tuned thresholds |"), row
+    assert "| sigmoid_bce | 0.8100 [" in report  # the tuned IoU's mean over the five seeds
+    assert [p.name for p in copies] == ["reliability_sigmoid_bce.png", "reliability_tanh_mse.png"]
+    assert (out / "reliability_tanh_mse.png").read_bytes() == b"png of tanh_mse"
+    assert "![reliability_tanh_mse](reliability_tanh_mse.png)" in report
+
+
+def test_report_of_runs_without_operating_point_fields_has_no_such_section(sweep):
+    report = render_markdown(build_study(find_jobs([sweep])), "sigmoid_bce", [sweep], None)
+    assert "Operating point" not in report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,6 +25,19 @@ from seg.study.compare import (
 )
 from seg.study.figures import new_figure, save_figure
 from seg.study.stats import excludes_zero
+
+# summary.json's operating-point fields (seg/inference/operating_point.py): absent in runs made before them.
+OPERATING_POINT = (
+    ("test IoU @ val threshold", "test/iou@val_threshold"),
+    ("val threshold", "val_threshold"),
+    ("test AP", "test/ap"),
+    ("test ECE", "test/ece"),
+    ("test ECE @ T", "test/ece@temperature"),
+    ("test Brier", "test/brier"),
+    ("test Brier @ T", "test/brier@temperature"),
+    ("temperature", "temperature"),
+)
+TUNED = "test/iou@val_threshold"
 
 DIAGNOSTICS = (  # (column title, how to read it from a job)
     ("stuck of wrong (late train)", lambda job: late_mean(job, "train/stuck_of_wrong")),
@@ -113,7 +127,20 @@ def write_curves(study: Study, path: Path, metric: str = "val/iou") -> bool:
     return True
 
 
-def render_markdown(study: Study, baseline: str, directories: list[Path], curves: Path | None) -> str:
+def copy_reliability_diagrams(study: Study, out: Path) -> list[Path]:
+    """Each group's reliability.png (of its first seed's run) copied next to the report, as reliability_<group>.png."""
+    copies = []
+    for label, jobs in sorted(study.groups.items()):
+        source = next((job.path / "reliability.png" for job in jobs if (job.path / "reliability.png").is_file()), None)
+        if source is not None:
+            copies.append(out / f"reliability_{''.join(c if c.isalnum() else '_' for c in label)}.png")
+            shutil.copyfile(source, copies[-1])
+    return copies
+
+
+def render_markdown(
+    study: Study, baseline: str, directories: list[Path], curves: Path | None, reliability: list[Path] = ()
+) -> str:
     lines = ["# Head comparison", "", "Runs: " + ", ".join(f"`{d}`" for d in directories), ""]
     lines += [
         "## Test metrics per group",
@@ -158,6 +185,7 @@ def render_markdown(study: Study, baseline: str, directories: list[Path], curves
                 f"With {n_min} paired seeds the Wilcoxon test cannot reach p < 0.05 whatever the data (its smallest "
                 f"two-sided p is {2 / 2**n_min:.4f}); use ≥ 6 seeds for a significance claim, and read the CI.",
             ]
+    lines += operating_point_section(study, baseline)
     diag = [(label, jobs) for label, jobs in sorted(study.groups.items())]
     if any(not math.isnan(DIAGNOSTICS[0][1](jobs[0])) for _, jobs in diag):
         lines += [
@@ -177,6 +205,9 @@ def render_markdown(study: Study, baseline: str, directories: list[Path], curves
         ]
     if curves is not None:
         lines += ["", "## Learning curves", "", f"![val IoU]({curves.name})"]
+    if reliability:
+        lines += ["", "## Reliability diagrams (test, the first seed of each group)", ""]
+        lines += [f"![{path.stem}]({path.name})" for path in reliability]
     failed, missing = failed_jobs(study), missing_runs(study)
     lines += ["", "## Failed or missing jobs", ""]
     if not failed and not missing:
@@ -186,6 +217,57 @@ def render_markdown(study: Study, baseline: str, directories: list[Path], curves
     for item in missing:
         lines.append(f"- missing: {item}")
     return "\n".join(lines) + "\n"
+
+
+def operating_point_section(study: Study, baseline: str) -> list[str]:
+    """Per group: the operating-point fields (mean and 95% BCa CI over seeds); per head: whether its paired IoU gap
+    at probability 0.5 survives when each run is scored at its own val-picked threshold. Empty for older runs."""
+    groups = sorted(study.groups.items())
+    if not any(TUNED in (job.summary or {}) for _, jobs in groups for job in jobs):
+        return []
+    lines = [
+        "",
+        "## Operating point and calibration",
+        "",
+        "Each run's threshold is picked on its val split (IoU-best), its temperature fitted on val (one scalar on the "
+        "logit; for T > 0 the decision at 0.5 does not move); test is scored at both. Mean [95% BCa CI] over seeds.",
+        "",
+        "| group | " + " | ".join(title for title, _ in OPERATING_POINT) + " |",
+        "|---|" + "---|" * len(OPERATING_POINT),
+    ]
+    for label, jobs in groups:
+        cells = []
+        for _, key in OPERATING_POINT:
+            values = np.array(list(metric_by_seed(jobs, key).values()))
+            d = describe(values) if len(values) else None
+            cells.append(f"{fmt(d['mean'])} [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]" if d else "n/a")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    comparisons = comparison_rows(study, baseline)
+    if comparisons:
+        lines += ["", "| group | Δ test IoU at 0.5 | t CI | Δ at each run's val threshold | t CI | the gap at 0.5 |"]
+        lines.append("|---|---|---|---|---|---|")
+    for row in comparisons:
+        jobs, base = study.groups[row["group"]], study.groups[row["baseline"]]
+        plain, tuned = row["test/iou"], paired_comparison(metric_by_seed(jobs, TUNED), metric_by_seed(base, TUNED))
+        lines.append(
+            f"| {row['group']} | {plain['mean_diff']:+.4f} | [{fmt(plain['t_ci_low'])}, {fmt(plain['t_ci_high'])}]"
+            f" | {tuned['mean_diff']:+.4f} | [{fmt(tuned['t_ci_low'])}, {fmt(tuned['t_ci_high'])}]"
+            f" | {gap_at_tuned_threshold(plain, tuned)} |"
+        )
+    return lines
+
+
+def gap_at_tuned_threshold(plain: dict, tuned: dict) -> str:
+    """Whether a gap resolved at 0.5 (t CI excludes 0) is still resolved, with the same sign, at tuned thresholds."""
+
+    def resolved(c: dict) -> bool:
+        return not math.isnan(c["t_ci_low"]) and (c["t_ci_low"] > 0 or c["t_ci_high"] < 0)
+
+    if not resolved(plain):
+        return "no gap resolved at 0.5"
+    if resolved(tuned) and np.sign(tuned["mean_diff"]) == np.sign(plain["mean_diff"]):
+        return "survives"
+    return "not resolved at the tuned thresholds"
 
 
 def print_table(study: Study, baseline: str) -> None:
