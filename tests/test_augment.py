@@ -14,7 +14,7 @@ IMAGE = np.arange(16, dtype=np.uint8).reshape(4, 4, 1)  # every one of the 8 fli
 
 
 def outcomes(seeds) -> Counter:
-    pipeline = instantiate(compose_config([]).augment)
+    pipeline = instantiate(compose_config(["augment=flips"]).augment)  # the per-image albumentations pipeline
     counts = Counter()
     for seed in seeds:
         seed_augmentation(pipeline, seed)

@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow  # several CLI processes: tens of seconds each
 def test_bench_prints_the_ratios_as_its_last_line(tmp_path):
     tiny = [f"data.root={tmp_path / 'data'}", "data.source.counts={train: 64, val: 8, test: 8}", "data.source.size=32"]
     result = run_cli(
@@ -29,6 +30,7 @@ def test_bench_prints_the_ratios_as_its_last_line(tmp_path):
     assert any(line.startswith("project") for line in lines[:-1])  # the table
 
 
+@pytest.mark.slow  # several CLI processes: tens of seconds each
 def test_end_to_end_mode_times_whole_runs_and_says_where_the_time_goes(tmp_path):
     """Both sides train the same steps to the same weights; the project side is train(): it writes its files."""
     tiny = [f"data.root={tmp_path / 'data'}", "data.source.counts={train: 64, val: 8, test: 8}", "data.source.size=32"]

@@ -14,7 +14,13 @@ from omegaconf import OmegaConf
 
 from seg.paths import PROJECT_DIR
 
-CONFIG_OF_ENTRY_POINT = {"train.py": "train", "tune.py": "train", "eval.py": "eval", "predict.py": "predict", "scripts/export.py": "export"}
+CONFIG_OF_ENTRY_POINT = {
+    "train.py": "train",
+    "tune.py": "train",
+    "eval.py": "eval",
+    "predict.py": "predict",
+    "scripts/export.py": "export",
+}
 
 
 def readme_commands() -> list[list[str]]:

@@ -90,6 +90,7 @@ def files_and_mtimes(directory: Path) -> dict[str, int]:
     return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # several CLI processes: tens of seconds each
 def test_a_finished_sweep_launched_again_skips_its_jobs_and_refuses_a_different_one(tmp_path):
     sweep = tmp_path / "sweep"
     first = run_cli("-m", "seed=0", *sweep_overrides(tmp_path), cwd=tmp_path)

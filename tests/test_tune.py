@@ -95,6 +95,7 @@ def test_trial_values_and_storage_urls_survive_hydras_override_grammar():
     assert cfg.tune.storage == url and cfg.optimizer.lr == lr
 
 
+@pytest.mark.slow  # several CLI processes: tens of seconds each
 def test_tune_without_a_search_space_or_with_a_wrong_metric_says_so_in_one_line(tmp_path):
     for args, start in (
         ([f"hydra.sweep.dir={tmp_path / 'a'}"], "error: tune.py needs a search space: add hparams_search=optuna"),
