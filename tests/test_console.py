@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import pytest
+
 from tests.conftest import run_cli, write_tiny_folder_dataset
 
 TREE = tuple("│├└┏┃┡└┗━╇") + (" ",)  # the config tree and the summary table: printed once by design
@@ -16,6 +18,7 @@ def console_lines(text: str) -> list[str]:
     return [line for line in lines if line.strip() and not line.startswith(TREE)]
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_a_short_run_says_each_thing_once_and_keeps_the_warnings(tmp_path):
     root = write_tiny_folder_dataset(tmp_path / "data", counts=(8, 2, 2))
     (root / "train" / "images" / "labels.txt").write_text("drawn by A.")  # the data warning a user must see

@@ -105,6 +105,7 @@ def test_two_process_evaluation_equals_one_process(ddp_run, tmp_path):
         assert abs(one[key] - two[key]) < 1e-6, (key, one[key], two[key])
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_ddp_inside_a_multirun_is_refused_in_one_line(tmp_path):
     result = run_cli(
         "-m",

@@ -66,6 +66,7 @@ def test_profiler_report_lands_in_the_run_dir(tiny_cfg):
     assert "run_training_batch" in report and "Total time (s)" in report
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_cli_debug_run_goes_to_outputs_debug_with_config_tree(tmp_path):
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
     result = run_cli("debug=fdr", "head=tanh_mse", "tags=[baseline,tanh]", *overrides, cwd=tmp_path)

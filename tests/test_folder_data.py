@@ -371,6 +371,7 @@ def test_relative_root_is_taken_from_the_project_folder(monkeypatch, tmp_path):
     assert dm.root == Path(__file__).resolve().parent.parent / "data" / "x"
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_bad_data_stops_train_py_with_one_line_and_no_traceback(tmp_path):
     root = split_dataset(tmp_path / "ds")
     cv2.imwrite(str(root / "val/masks/img_102.png"), np.full((24, 32), 9, np.uint8))

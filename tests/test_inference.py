@@ -91,6 +91,7 @@ def test_predict_writes_masks_of_each_inputs_size_and_skips_bad_files(tiny_run, 
         assert np.abs(probability / 255 - model.head.probability(logits)[0, 0].numpy()).max() <= 0.5 / 255 + 1e-6
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_predict_cli_says_what_it_skipped(tiny_run, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
@@ -138,7 +139,7 @@ def test_onnx_export_runs_in_onnxruntime_at_any_batch_and_size(tiny_run, onnx_ex
     print("max abs diff, onnxruntime vs PyTorch:", onnx_export["max_abs_diff"])
     assert onnx_export["format"] == "onnx" and onnx_export["output"].endswith("best.onnx")
     assert set(onnx_export["max_abs_diff"]) == {"2x1x64x64", "3x1x128x96"}
-    assert max(onnx_export["max_abs_diff"].values()) <= 1e-4
+    assert max(onnx_export["max_abs_diff"].values()) <= 1e-3  # conf/export.yaml tolerance
 
     # A batch and sizes it never saw, non-square: the graph holds no traced size.
     session = onnxruntime.InferenceSession(onnx_export["output"], providers=["CPUExecutionProvider"])
@@ -149,7 +150,7 @@ def test_onnx_export_runs_in_onnxruntime_at_any_batch_and_size(tiny_run, onnx_ex
         with torch.no_grad():
             expected = model.probability(x).numpy()
         assert out.shape == (batch, 1, height, width)
-        assert np.abs(out - expected).max() <= 1e-4
+        assert np.abs(out - expected).max() <= 1e-3
 
     # What a user without this project needs to feed it.
     meta = session.get_modelmeta().custom_metadata_map

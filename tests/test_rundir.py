@@ -53,6 +53,7 @@ def test_a_full_disk_is_reported_before_training(tiny_cfg, tmp_path, monkeypatch
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_an_unwritable_output_location_is_one_line(tmp_path):
     (tmp_path / "outputs").write_text("a file where the runs' folder should be")
     result = subprocess.run(

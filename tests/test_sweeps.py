@@ -31,6 +31,7 @@ def summaries(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
     result = run_cli(
         "-m",

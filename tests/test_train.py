@@ -70,6 +70,7 @@ def test_optimized_metric_must_exist():
         optimized_value(summary, "val/iuo")
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_unknown_head_lists_the_choices(tmp_path):
     result = run_cli("head=tanh", cwd=tmp_path)
     assert result.returncode != 0
@@ -78,12 +79,14 @@ def test_unknown_head_lists_the_choices(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_misspelled_key_is_named(tmp_path):
     result = run_cli("trainer.max_epoch=3", cwd=tmp_path)
     assert result.returncode != 0
     assert "max_epoch" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_bad_data_root_is_one_line(tmp_path):
     result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", f"data.root={tmp_path / 'nowhere'}", "data.source=null")
     assert result.returncode == 2
@@ -91,12 +94,14 @@ def test_bad_data_root_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_unknown_trainer_argument_is_one_line(tmp_path):
     result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "+trainer.max_epoks=3", *tiny_overrides(tmp_path)[1:])
     assert result.returncode == 2
     assert "max_epoks" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds); the in-process tests cover the logic
 def test_multirun_gives_each_job_its_own_directory(tmp_path):
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("paths.output_dir")]
     result = run_cli(
