@@ -66,6 +66,7 @@ def test_end_to_end_mode_times_whole_runs_and_says_where_the_time_goes(tmp_path)
         assert sum(profile[row][side] for row in parts) == pytest.approx(profile["total"][side], rel=0.01, abs=0.02)
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds)
 def test_the_gpu_suite_on_a_cpu_only_machine_says_so_in_one_line():
     result = run_cli(
         "--suite", "gpu", script="scripts/bench.py", timeout=300, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES=""

@@ -285,6 +285,7 @@ def fingerprint(directory: Path) -> dict[str, tuple[str, int]]:
     }
 
 
+@pytest.mark.slow  # a real CLI process (imports alone take seconds)
 def test_a_refused_resume_from_the_cli_changes_nothing_in_the_run_directory(tmp_path):
     overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith(("paths.", "trainer.max_epochs"))]
     run_dir = tmp_path / "run"
