@@ -48,17 +48,22 @@ def loaded_step(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["step"]
 
 
-@pytest.mark.slow  # the writer is a process of its own, which imports Lightning
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadable(tmp_path, signum):
-    path = tmp_path / "checkpoints" / "last.ckpt"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", STALLED_WRITER, str(path)],
+def start_stalled(script: str, argument) -> subprocess.Popen:
+    """`script` in a process of its own that prints a line when it has stalled half way through its write."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(argument)],
         cwd=PROJECT_DIR,
         env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.slow  # the writer is a process of its own, which imports Lightning
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadable(tmp_path, signum):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    writer = start_stalled(STALLED_WRITER, path)
     try:
         assert writer.stdout.readline().strip() == "writing"  # the second save is half done
         writer.send_signal(signum)
@@ -116,13 +121,7 @@ STALLED_GENERATOR = textwrap.dedent(
 
 def test_data_generation_killed_half_way_is_never_read_and_is_redone(tmp_path):
     root = tmp_path / "synthetic"
-    generator = subprocess.Popen(
-        [sys.executable, "-c", STALLED_GENERATOR, str(root)],
-        cwd=PROJECT_DIR,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    generator = start_stalled(STALLED_GENERATOR, root)
     try:
         assert generator.stdout.readline().strip() == "half"
         generator.kill()
