@@ -399,8 +399,11 @@ def test_a_prepared_public_set_resumes_exactly(tmp_path, name):
 
 
 @pytest.mark.slow
-def test_sigkill_under_cpu_ddp_then_resume_equals_uninterrupted(tmp_path):
-    """Two gloo ranks, killed together with kill -9 after an epoch-end last.ckpt; resumed through the CLI.
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_kill_under_cpu_ddp_then_resume_equals_uninterrupted(tmp_path, signum):
+    """Two gloo ranks, both sent the signal (as a scheduler does: the whole process group) once an epoch-end
+    last.ckpt exists; resumed through the CLI. kill -9 leaves that checkpoint; on SIGTERM Lightning stops both
+    ranks at the batch where rank 0 saw it, and the run saves there and exits with 143.
 
     Every save falls on an epoch's end (2 steps an epoch) and there is no augmentation: under DDP the training
     order is Lightning's DistributedSampler's (seeded per epoch) and flips would come from per-worker generators,
@@ -421,8 +424,8 @@ def test_sigkill_under_cpu_ddp_then_resume_equals_uninterrupted(tmp_path):
     last, deadline = run_dir / "checkpoints" / "last.ckpt", time.monotonic() + 600
     while process.poll() is None and time.monotonic() < deadline and _saved_step(last) < 4:
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # both ranks
-    process.wait()
+    os.killpg(process.pid, signum)  # both ranks
+    assert process.wait(timeout=300) == (143 if signum == signal.SIGTERM else -signal.SIGKILL)
     assert 2 <= _saved_step(last) < 8 and not (run_dir / "summary.json").exists()
 
     resumed = run_cli(*overrides, f"resume={run_dir}", cwd=tmp_path, timeout=600, OMP_NUM_THREADS="1")

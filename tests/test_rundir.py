@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from seg.errors import TrainingDiverged, UserError
 from seg.heads import SigmoidBCE
@@ -112,3 +113,60 @@ def test_a_sweep_job_launched_again_takes_over_its_directory_once_the_earlier_tr
     finally:
         alive.kill()
         alive.wait()
+
+
+HOLDER = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('holding', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_a_run_still_running_in_another_process_is_not_resumed_or_taken_over_until_that_process_ends(tmp_path):
+    directory = tmp_path / "run"
+    directory.mkdir()
+    (directory / "run.json").write_text(json.dumps({"started": "2026-12-01 10:00:00", "host": "h", "pid": 1}))
+    running = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert running.stdout.readline().strip() == "holding"  # the run (or a first resume=) holds the lock
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in directory.iterdir())
+        with pytest.raises(UserError, match=rf"^resume={directory}: another process is running this run now"):
+            rundir.claim(directory, resuming=True)
+        with pytest.raises(UserError, match="already the directory of another run"):
+            rundir.claim(directory, resuming=False, sweep_job=True)  # a sweep job launched twice at once
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in directory.iterdir()) == before  # nothing written
+    finally:
+        running.kill()
+        running.wait()
+    rundir.claim(directory, resuming=True)  # its process ended (SIGKILL): the kernel dropped the lock
+    assert rundir.hold(directory)  # held by this process now, until let_go
+    rundir.let_go(directory)
+
+
+def test_a_new_run_claims_its_directory_before_hydra_writes_there(tmp_path):
+    directory = tmp_path / "run"
+    config = OmegaConf.create({"resume": None, "hydra": {"run": {"dir": str(directory)}}})
+    rundir.CheckOutputDir().on_run_start(config)  # Hydra writes .hydra/ and train.log right after this
+    assert json.loads((directory / "run.json").read_text())["pid"] == os.getpid()
+    rundir.claim(directory, resuming=False)  # train()'s claim: this run's own, claimed at the start
+    second = subprocess.run(  # a second run started a moment later, on the same hydra.run.dir
+        [
+            sys.executable,
+            "-c",
+            "import sys; from omegaconf import OmegaConf; from seg.run.rundir import CheckOutputDir;"
+            f" CheckOutputDir().on_run_start(OmegaConf.create({{'resume': None, 'hydra': {{'run': {{'dir': '{directory}'}}}}}}))",
+        ],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+    )
+    assert second.returncode == 2
+    assert second.stderr.startswith(f"error: {directory}: already the directory of another run (started ")
+    assert sorted(p.name for p in directory.iterdir()) == ["run.json"]
+    rundir.let_go(directory)
+    with pytest.raises(UserError, match="already the directory of another run"):
+        rundir.claim(directory, resuming=False)  # once let go, only resume= may continue it
+    free = "import fcntl, os, sys; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    assert subprocess.run([sys.executable, "-c", free, str(directory)]).returncode == 0  # the refusal kept no lock

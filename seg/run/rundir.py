@@ -6,14 +6,18 @@
 - `claim` then marks the directory as this run's with `run.json`, created exclusively: a run pointed at a
   directory another run owns (`hydra.run.dir=...`, `paths.output_dir=...`, two sweeps in one second)
   is refused instead of overwriting its checkpoints. Only `resume=` may continue an owned directory.
-- `CheckOutputDir` (a Hydra callback) reports an unwritable location, another run's directory, or a `resume=`
-  directory without a checkpoint or with a different config in one line, before Hydra writes its `.hydra/` and
-  `train.log` there: a refused resume changes nothing in the run's directory;
+- While a run (or its resume, or a sweep job) runs, its process holds a lock on the directory (`hold`: an
+  advisory flock the kernel drops when the process ends, however it ends): a second `resume=` of a run that
+  is still running, or two launches of one sweep job at once, are refused instead of both writing checkpoints.
+- `CheckOutputDir` (a Hydra callback) reports an unwritable location, another run's directory, a `resume=`
+  directory without a checkpoint, with a different config or still running, in one line, and claims a new run's
+  directory, all before Hydra writes its `.hydra/` and `train.log` there: a refused run changes nothing there;
 - `check_space` refuses to start when the directory cannot hold the checkpoints the run will write.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -32,6 +36,8 @@ from seg.run.resume import LAST_CHECKPOINT, NO_CHECKPOINT, check_before_start
 
 MARKER = "run.json"
 _created: dict[str, str] = {}  # base name -> directory created for it, so repeated resolution agrees
+_held: dict[str, int] = {}  # run directory -> the open descriptor whose flock says "this process runs it"
+_claimed_at_start: set[str] = set()  # directories CheckOutputDir claimed for this process before Hydra wrote there
 
 
 def run_dir(resume: str | None, base: str) -> str:
@@ -86,8 +92,15 @@ class CheckOutputDir(Callback):
                 _fail(str(error))
         directory = _check_writable(config, "hydra.run.dir")
         # DDP ranks > 0 (started by Lightning or SLURM with the same hydra.run.dir) join the directory rank 0 claimed.
-        if not resume and rank_zero_only.rank == 0 and (directory / MARKER).exists():
-            _fail(owned_message(directory))
+        if rank_zero_only.rank != 0:
+            return
+        try:
+            # Now, not when train() starts: a second run started a moment later is refused before Hydra writes
+            # its .hydra/ and train.log into this run's directory.
+            claim(directory, resuming=bool(resume))
+        except UserError as error:
+            _fail(str(error))
+        _claimed_at_start.add(str(directory.resolve()))
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _check_writable(config, "hydra.sweep.dir")
@@ -117,15 +130,31 @@ def claim(directory: Path, *, resuming: bool, sweep_job: bool = False) -> None:
 
     `sweep_job`: a multirun job launched again into its sweep's directory takes it over from the earlier try once
     that try's process is gone (seg/run/resume.py has checked that the config is the same).
+    A claim holds the directory's lock (`hold`) until the process ends or `let_go`.
     """
+    if str(directory.resolve()) in _claimed_at_start:
+        return  # CheckOutputDir claimed it for this run before Hydra wrote there
     try:
         directory.mkdir(parents=True, exist_ok=True)
         marker = directory / MARKER
         if resuming and not sweep_job:
+            if not hold(directory):
+                raise UserError(
+                    f"resume={directory}: another process is running this run now (the run itself or another"
+                    " resume=); wait for it to end, or stop it, and resume again"
+                )
             return  # resume_checkpoint() checked that this is the run being continued
-        if sweep_job and marker.exists() and not _alive(marker):
-            marker.unlink()
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        held_before = str(directory.resolve()) in _held
+        if not hold(directory):
+            raise FileExistsError  # another process runs it: a sweep job launched twice at once
+        try:
+            if sweep_job and marker.exists() and not _alive(marker):
+                marker.unlink()
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except OSError:
+            if not held_before:
+                let_go(directory)  # not this run's after all
+            raise
     except FileExistsError:
         raise UserError(owned_message(directory)) from None
     except OSError as error:
@@ -137,6 +166,31 @@ def claim(directory: Path, *, resuming: bool, sweep_job: bool = False) -> None:
             {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": socket.gethostname(), "pid": os.getpid()}, handle
         )
         handle.write("\n")
+
+
+def hold(directory: Path) -> bool:
+    """Lock `directory` for this process (an exclusive flock on the directory itself: nothing is written, and the
+    kernel lets go when the process ends, SIGKILL included). False when another process holds it; True again for
+    the process that holds it (a test, or in-process runs one after another)."""
+    key = str(directory.resolve())
+    if key in _held:
+        return True
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _held[key] = fd
+    return True
+
+
+def let_go(directory: Path) -> None:
+    """The run in `directory` is over in this process (train() returned or failed): another may take it."""
+    key = str(directory.resolve())
+    _claimed_at_start.discard(key)
+    if (fd := _held.pop(key, None)) is not None:
+        os.close(fd)  # closing the descriptor drops its flock
 
 
 def _alive(marker: Path) -> bool:

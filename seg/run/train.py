@@ -33,8 +33,15 @@ from seg.run.config_tree import print_config_tree
 from seg.run.loggers import build_loggers, finish_loggers
 from seg.run.provenance import source_commit
 from seg.run.resolvers import register_resolvers
-from seg.run.resume import ScaleRestoredLearningRate, check_settled, continuation, in_multirun, learning_rate_ratio
-from seg.run.rundir import check_space, claim
+from seg.run.resume import (
+    Continuation,
+    ScaleRestoredLearningRate,
+    check_settled,
+    continuation,
+    in_multirun,
+    learning_rate_ratio,
+)
+from seg.run.rundir import check_space, claim, let_go
 
 log = logging.getLogger(__name__)
 register_resolvers()  # build() resolves optimizer.lr (`seg.times`) also where train.py's entry point did not run
@@ -133,6 +140,13 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     if rank_zero_only.rank == 0:  # DDP ranks share the directory rank zero claimed
         claim(run_dir, resuming=earlier.resuming, sweep_job=in_multirun())
+    try:
+        return _fit_and_evaluate(cfg, run_dir, earlier)
+    finally:
+        let_go(run_dir)  # the directory's lock: a later run in this process (or another process) may take it
+
+
+def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, earlier: Continuation) -> dict:
     print_config_tree(cfg, run_dir / "config_tree.log")
     module, datamodule, trainer = build(cfg)
     if earlier.resuming:

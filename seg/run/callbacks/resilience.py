@@ -13,7 +13,7 @@ from torch import Tensor
 
 from seg.errors import Interrupted, TrainingDiverged
 
-SIGNALS = (signal.SIGINT,)  # SIGTERM: Lightning's handler, see ResumableCheckpoint
+SIGNALS = (signal.SIGINT,)  # SIGTERM: Lightning's handler in one process, this callback's under DDP
 
 
 class ResumableCheckpoint(Checkpoint):
@@ -24,8 +24,7 @@ class ResumableCheckpoint(Checkpoint):
     epoch's end, so a SIGKILL loses at most `every_n_train_steps` steps however long an epoch is, and an epoch of a
     few steps does not write ~135 MB each time (`null`: no periodic saves).
 
-    SIGTERM is Lightning's (2.6): its handler notes the signal (under DDP rank 0 broadcasts it before each training
-    batch, so every rank stops at the same one), and its loops raise `SIGTERMException` after the current training
+    In a single process SIGTERM is Lightning's (2.6): its handler notes the signal, and its loops raise `SIGTERMException` after the current training
     batch (and the validation that batch triggered), after the current validation batch, or at an epoch's end, then
     call every callback's `on_exception`. `OnExceptionCheckpoint` saves there on any exception; this saves there on
     SIGTERM only (a NaN stop or a failed batch leaves the last good last.ckpt), and not when the signal stopped a
@@ -34,6 +33,13 @@ class ResumableCheckpoint(Checkpoint):
     last.ckpt saved before stays, and the steps since run again on resume. Resuming gives the numbers of an
     uninterrupted run (tests/test_resume.py). train() turns the exception, a SystemExit that would exit with status
     0, into `Interrupted` (status 143).
+
+    Under DDP SIGTERM is taken from Lightning too: its handler broadcasts from inside the signal handler, wherever
+    each rank happens to be (a gradient all-reduce, a checkpoint's barrier), and each rank then stops at its own
+    batch, so a scheduler's SIGTERM to every rank ends in a collective mismatch (Lightning-AI/pytorch-lightning
+    #20806). Here a signal is only noted; at each training batch's end (and an epoch's first batch and end) the
+    ranks agree on it with one all-reduce over a CPU (gloo) group, which needs no device sync, and all stop at
+    the same batch after the same save.
 
     Ctrl+C is not left to Lightning, which raises KeyboardInterrupt wherever the process is (possibly inside an
     optimizer step) and exits with status 1 without a checkpoint: SIGINT is noted here and acted on after the
@@ -51,12 +57,15 @@ class ResumableCheckpoint(Checkpoint):
         self.every_n_train_steps = every_n_train_steps
         self.received: int | None = None
         self._saved_step = 0
+        self._group = None  # under DDP: the CPU process group the ranks agree on a signal through
         self._previous_handlers: dict[int, object] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.received = None
         self._saved_step = trainer.global_step  # a resumed run counts from the checkpoint it resumed from
-        for signum in SIGNALS:
+        distributed = trainer.world_size > 1 and torch.distributed.is_initialized()
+        self._group = torch.distributed.new_group(backend="gloo") if distributed else None  # every rank calls it
+        for signum in (*SIGNALS, signal.SIGTERM) if distributed else SIGNALS:
             self._previous_handlers[signum] = signal.getsignal(signum)
             signal.signal(signum, self._note)
 
@@ -68,21 +77,32 @@ class ResumableCheckpoint(Checkpoint):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         # A signal noted during the previous epoch's last batch or its validation: that epoch's end saved
         # last.ckpt (on_train_epoch_end), the point Lightning resumes from exactly.
-        if self.received is not None and batch_idx == 0:
+        if batch_idx == 0 and self._signalled():
             self._stop(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if batch_idx + 1 >= trainer.num_training_batches:
             return  # the epoch's end follows, after validation: on_train_epoch_end saves if it is time
-        if self.received is not None:
+        if self._signalled():
             self._save(trainer)
             self._stop(trainer)
         if self._due(trainer):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.received is not None or self._due(trainer) or _last_epoch(trainer):
+        if self._signalled() or self._due(trainer) or _last_epoch(trainer):
             self._save(trainer)
+
+    def _signalled(self) -> bool:
+        """Whether a signal was noted: in this process, or under DDP in any rank (every rank calls this at the
+        same points, so all of them stop at the same batch)."""
+        if self._group is None:
+            return self.received is not None
+        noted = torch.tensor([self.received or 0])
+        torch.distributed.all_reduce(noted, op=torch.distributed.ReduceOp.MAX, group=self._group)
+        if noted.item() and self.received is None:
+            self.received = int(noted.item())  # another rank's signal (SIGTERM outranks SIGINT: the larger number)
+        return self.received is not None
 
     def _due(self, trainer: L.Trainer) -> bool:
         # steps, not batches: with gradient accumulation several batches share a step; save once
