@@ -294,6 +294,12 @@ CATALOGUE = [
         command_line=True,
     ),
     Case(
+        "launcher value out of range",  # refused when the multirun starts, before joblib sees it or a job starts
+        r"^hydra\.launcher\.n_jobs=0: must be a whole number >= 1 or a whole number <= -1$",
+        args=("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "hydra.sweep.dir={run}", "seed=0,1"),
+        command_line=True,
+    ),
+    Case(
         "fraction out of range, unused by this data",  # the folder has its own val/: data.split.val is not read
         r"^data\.split\.val=1\.5: must be a number in \[0, 1\)$",
         args=("data.split.val=1.5",),
@@ -367,6 +373,13 @@ CATALOGUE = [
         "data file removed after the validation pass",
         r"train/images/img_002\.png: file not found \(it was there when the data was checked\); restore it",
         args=("data.cache=false",),  # a cached image is never read again: nothing to fail
+        patch=after_the_validation_pass(lambda root: (root / "train/images/img_002.png").unlink(missing_ok=True)),
+        changes=("data/train/images/img_002.png",),
+    ),
+    Case(
+        "data file removed while loader workers read",  # the error is raised in a worker process
+        r"^\S*train/images/img_002\.png: file not found \(it was there when the data was checked\); restore it",
+        args=("data.cache=false", "data.num_workers=2"),
         patch=after_the_validation_pass(lambda root: (root / "train/images/img_002.png").unlink(missing_ok=True)),
         changes=("data/train/images/img_002.png",),
     ),
@@ -474,6 +487,7 @@ def user(tmp_path, clean_dataset) -> Path:
 
 def command(case: Case, user: Path, run: Path) -> list[str]:
     args = (*TRAIN_ARGS, *case.args) if case.script == "train.py" else case.args
+    args = sorted(args, key=lambda arg: arg != "-m")  # Hydra's flags go before the overrides
     return [arg.format(data=user / "data", user=user, run=run) for arg in args]
 
 

@@ -14,7 +14,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from seg.errors import UserError
-from seg.run.config_check import RANGES, allowed_for, check_value_ranges, check_values, leaves
+from seg.run.config_check import (
+    LAUNCHER_RANGES,
+    RANGES,
+    allowed_for,
+    check_launcher_values,
+    check_value_ranges,
+    check_values,
+    launcher_leaves,
+    leaves,
+)
 from tests.conftest import CONF_DIR, compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
@@ -136,3 +145,41 @@ def test_every_value_of_the_other_entry_points_has_a_range_and_is_refused_outsid
         with pytest.raises(UserError, match=rf"^{re.escape(key)}={re.escape(str(bad))}: must be "):
             check_value_ranges(cfg)
         OmegaConf.update(cfg, key, value)
+
+
+LAUNCHERS = ["basic", *sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")), "joblib"]
+
+
+def with_launcher(launcher: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_every_value_of_a_launcher_and_the_sweeper_has_a_range_and_is_refused_outside_it(launcher):
+    """The launchers' own options (the plugins' defaults and conf/hydra/launcher) are walked like conf/'s: a
+    number, or a key declared as a choice, without a range in LAUNCHER_RANGES fails here."""
+    cfg = with_launcher(launcher)
+    check_launcher_values(cfg)  # as shipped: inside the ranges
+    found = list(launcher_leaves(cfg))
+    numbers = [key for key, value in found if isinstance(value, int | float) and not isinstance(value, bool)]
+    assert not [key for key in numbers if allowed_for(key, LAUNCHER_RANGES) is None]
+    declared = [(key, allowed_for(key, LAUNCHER_RANGES)) for key, _ in found]
+    declared = [(key, allowed) for key, allowed in declared if allowed is not None]
+    assert launcher == "basic" or len(declared) >= 7
+    for key, allowed in declared:
+        bad = allowed.outside(cfg) if allowed.numbers else "banana"
+        shipped = OmegaConf.select(cfg, key)
+        OmegaConf.update(cfg, key, bad, force_add=True)
+        with pytest.raises(UserError) as refused:
+            check_launcher_values(cfg)
+        assert str(refused.value).startswith(f"{key}={bad!r}: must be " if isinstance(bad, str) else f"{key}={bad}:")
+        OmegaConf.update(cfg, key, shipped, force_add=True)
+
+
+def test_the_joblib_launcher_refuses_n_jobs_0_in_one_line():
+    cfg = with_launcher("joblib")
+    OmegaConf.update(cfg, "hydra.launcher.n_jobs", 0)
+    with pytest.raises(UserError) as refused:
+        check_launcher_values(cfg)
+    assert str(refused.value) == "hydra.launcher.n_jobs=0: must be a whole number >= 1 or a whole number <= -1"

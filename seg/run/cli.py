@@ -31,7 +31,7 @@ def report_user_errors():
         print(f"stopped: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signum)
     except UserError as error:
-        _fail(str(error))
+        _fail(own_line(error))
     except InstantiationException as error:
         # Hydra wraps the constructor's TypeError, e.g. an unknown Trainer argument; its text names the
         # target and the config key ("full_key: trainer"), which is what the user has to change.
@@ -127,6 +127,15 @@ def _one_line(error: BaseException) -> str:
     if error.__cause__ is not None and str(error.__cause__) not in text:
         text += f" ({error.__cause__})"
     return " ".join(text.split())
+
+
+def own_line(error: UserError) -> str:
+    """The error's own message. Raised in a DataLoader worker process, it arrives rebuilt by torch from a text
+    that wraps it: "Caught DataError in DataLoader worker process 0.\nOriginal Traceback …\nseg.errors.DataError:
+    <message>"; the message is what follows the last line naming the error's class."""
+    text = str(error)
+    named = f"\n{type(error).__module__}.{type(error).__qualname__}: "
+    return text.rsplit(named, 1)[1].strip() if text.startswith("Caught ") and named in text else text
 
 
 def _fail(message: str) -> None:

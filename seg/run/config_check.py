@@ -381,7 +381,34 @@ RANGES: dict[str, Allowed] = {
     "tolerance": number(0.0, open_low=True),
     "formats.*.opset": whole(7),
 }
-SKIPPED = ("hydra", "paths")  # Hydra's own settings; where the run writes
+SKIPPED = ("hydra", "paths")  # Hydra's own settings (the launcher's are LAUNCHER_RANGES); where the run writes
+
+# The launchers and the sweeper Hydra uses (conf/hydra/launcher, the plugins' own options). They act before any job
+# starts, so they are checked when a multirun starts (seg.run.rundir.CheckOutputDir.on_multirun_start): a wrong
+# n_jobs or SLURM time is one line, not a traceback from joblib or a job the cluster rejects hours later.
+SOME = whole(1, None, None)  # a count, or null: the plugin's (or the cluster's) default
+LAUNCHER_RANGES: dict[str, Allowed] = {
+    "hydra.sweeper.max_batch_size": SOME,
+    # hydra-joblib-launcher: joblib.Parallel's arguments (negative n_jobs: all CPUs but |n_jobs| - 1)
+    "hydra.launcher.n_jobs": Allowed((Number(1, whole=True), Number(None, -1, whole=True))),
+    "hydra.launcher.verbose": whole(0),
+    "hydra.launcher.timeout": number(0.0, None, None, open_low=True),
+    "hydra.launcher.backend": word(None, "loky", "multiprocessing", "threading"),
+    "hydra.launcher.prefer": word(None, "processes", "threads"),
+    "hydra.launcher.mmap_mode": word(None, "r+", "r", "w+", "c"),
+    # hydra-submitit-launcher (SLURM): sbatch's options
+    "hydra.launcher.timeout_min": whole(1),
+    "hydra.launcher.cpus_per_task": SOME,
+    "hydra.launcher.gpus_per_node": whole(0, None, None),  # 0: a CPU job (trainer.devices on the CPU)
+    "hydra.launcher.tasks_per_node": whole(1),
+    "hydra.launcher.mem_gb": SOME,
+    "hydra.launcher.nodes": whole(1),
+    "hydra.launcher.cpus_per_gpu": SOME,
+    "hydra.launcher.gpus_per_task": SOME,
+    "hydra.launcher.signal_delay_s": whole(0),
+    "hydra.launcher.max_num_timeout": whole(0),
+    "hydra.launcher.array_parallelism": whole(1),
+}
 REFERENCE = re.compile(r"\$\{[\w.\[\]]+\}")  # `${seed}`: another key's value, not a resolver's result
 
 
@@ -391,6 +418,24 @@ def check_value_ranges(cfg: DictConfig, ranges: dict[str, Allowed] = RANGES) -> 
         allowed = _declared(key) if ranges is RANGES else allowed_for(key, ranges)
         if allowed is not None and not allowed.admits(value, cfg):
             raise UserError(f"{key}={_shown(value)}: must be {allowed.describe(cfg)}")
+
+
+def check_launcher_values(config: DictConfig) -> None:
+    """A UserError for the first value of `hydra.launcher` or `hydra.sweeper` outside LAUNCHER_RANGES."""
+    for key, value in launcher_leaves(config):
+        allowed = allowed_for(key, LAUNCHER_RANGES)
+        if allowed is not None and not allowed.admits(value, config):
+            raise UserError(f"{key}={_shown(value)}: must be {allowed.describe(config)}")
+
+
+def launcher_leaves(config: DictConfig) -> Iterator[tuple[str, Any]]:
+    """(dotted key, resolved value) of every leaf of `hydra.launcher` and `hydra.sweeper`; `gpus_per_node:
+    ${trainer.devices}` is checked here, as the launcher will read it."""
+    for node in ("launcher", "sweeper"):
+        branch = OmegaConf.select(config, f"hydra.{node}")
+        if branch is not None:
+            raw = OmegaConf.to_container(branch, resolve=False)
+            yield from _leaves(branch, raw, f"hydra.{node}", references=True)
 
 
 def allowed_for(key: str, ranges: dict[str, Allowed] = RANGES) -> Allowed | None:

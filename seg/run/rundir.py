@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seg.errors import UserError
+from seg.run.config_check import check_launcher_values
 from seg.run.resume import LAST_CHECKPOINT, NO_CHECKPOINT, check_before_start
 
 MARKER = "run.json"
@@ -103,6 +104,10 @@ class CheckOutputDir(Callback):
         _claimed_at_start.add(str(directory.resolve()))
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            check_launcher_values(config)  # the launcher acts before any job's own check runs
+        except UserError as error:
+            _fail(str(error))
         _check_writable(config, "hydra.sweep.dir")
 
 
