@@ -47,6 +47,7 @@ class Sweep:
         extra=None,
         optimizer=None,
         epochs=6,
+        last_lr=None,
     ):
         job = self.root / str(self.count)
         self.count += 1
@@ -55,6 +56,7 @@ class Sweep:
         overrides += [f"condition={condition}"] if condition else []
         overrides += [f"model={model}"] if model else []
         overrides += [f"optimizer={optimizer}"] if optimizer else []
+        overrides += [f"last_layer_lr_scale={last_lr:g}"] if last_lr else []
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         if test is None and val is None:
             return  # died before its summary
@@ -293,3 +295,53 @@ def test_lr_shift_is_fitted_on_the_mechanism_grid(tmp_path):
     assert shifts["sgd"]["sigmoid_mse"]["shift"] == pytest.approx(2.0, rel=0.02)
     claims = {c.claim.split(":")[0]: c.status for c in shift_claims(shifts)}
     assert claims == {"sgd": "supported", "adamw": "untested"}
+
+
+def test_the_exact_control_steps_the_last_layer_by_its_own_lr_and_names_its_command(tmp_path):
+    """sigmoid_mse with model=unet_last_init2 and last_layer_lr_scale=2 is tanh_mse exactly under AdamW: a control
+    declared equal (TOST), whose runs are told apart from the init-only arm and filled by their own command."""
+    arm = Sweep(tmp_path / "atlas_controls", "atlas_controls")
+    for i, seed in enumerate(SEEDS):
+        arm.job("tanh_mse", seed, test=SMSE[i])
+        arm.job("sigmoid_mse", seed, model="unet_last_init2", last_lr=2, test=SMSE[i] + 0.0002 * (-1) ** i)
+        arm.job("sigmoid_mse", seed, model="unet_last_init2", test=SMSE[i] - 0.02)
+    cells = cells_by_name(atlas_cells(load_runs([arm.root])))
+    exact = cells[("plain · adamw · control", "sigmoid_mse@unet_last_init2@last_lr2 − tanh_mse")]
+    assert exact.expect_equal and exact.tost["equivalent"] and exact.stats["n"] == 6
+    init = cells[("plain · adamw · control", "tanh_mse − sigmoid_mse@unet_last_init2")]
+    assert init.stats["mean_diff"] == pytest.approx(0.02)  # the init-only runs, not the exact control's
+    alone = cells[("plain · adamw · control", "sigmoid_mse@last_lr2 − sigmoid_mse")]
+    assert any("head=sigmoid_mse last_layer_lr_scale=2" in m for m in alone.missing)
+
+
+def test_a_regime_arm_is_its_own_condition_family_and_interaction_with_best_and_last_weights(tmp_path, atlas):
+    """experiment=regime_small: a condition named `regime small`, at the tuned lr (both heads' is 1 here), its
+    primary cell Holm-corrected in a family of its own, its interaction with the plain cell, the final weights'
+    metrics beside the best checkpoint's, and the schedule criteria read from each seed's curves."""
+    regime = Sweep(tmp_path / "regime_small", "regime_small")
+    for i, seed in enumerate(SEEDS):
+        for head, values in (("sigmoid_bce", BCE - 0.1), ("tanh_mse", TANH - 0.09)):
+            last = {"last/test/iou": values[i] - 0.05, "last/test/ece": 0.02 + 0.001 * i, "last/test/brier": 0.05}
+            regime.job(head, seed, test=values[i], extra=last)
+            rows = ["epoch,step,val/iou,train/iou", "9,39,0.6,", "9,39,,0.6", "19,79,0.7,", "19,79,,0.75"]
+            rows += ["29,119,0.68,", "29,119,,0.9", "30,120,0.7,"]  # the best checkpoint validated after fit
+            (regime.root / str(regime.count - 1) / "csv").mkdir()
+            (regime.root / str(regime.count - 1) / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    cells = atlas_cells(load_runs([*atlas, regime.root]))
+    by_name = cells_by_name(cells)
+    cell = by_name[("regime small · adamw · shared lr", "tanh_mse − sigmoid_bce")]
+    assert cell.primary and cell.p_holm == pytest.approx(cell.stats["t_p"])  # a family of one
+    plain = by_name[("plain · adamw · shared lr", "tanh_mse − sigmoid_bce")]
+    assert plain.p_holm != cell.p_holm  # not in the atlas's family
+    assert cell.interaction["mean"] == pytest.approx((0.0105 + 0.01) - 0.0105)  # paired: the same seeds ran both
+    assert cell.metrics["last/test/iou"]["mean_diff"] == pytest.approx(0.0205)
+    from scripts.atlas import main
+
+    report = main([*map(str, atlas), str(regime.root), "--out", str(tmp_path / "rendered")]).read_text()
+    assert "## Best checkpoint and final weights" in report
+    assert "| regime small | sigmoid_bce | 1 | 6 | 0/6 | 6/6 | 6/6 | 19 | 0.0200 | +0.1500 |" in report
+    missing = {m for c in cells for m in c.missing if "regime_small" in m}
+    assert missing == {  # sigmoid_mse did not run; its tuned lr_scale is 0.1
+        "sigmoid_mse has 0 of 6 seeds: python train.py -m experiment=regime_small lr_scale=0.1 head=sigmoid_mse"
+        " hydra.sweep.dir=multirun/regime_small/sigmoid_mse"
+    }

@@ -383,3 +383,33 @@ def test_pos_weight_auto_is_settled_from_the_training_split_before_training(tiny
     assert 0 < f < 0.5
     assert module.head.pos_weight == pytest.approx((1 - f) / f)
     assert module.config["head"]["pos_weight"] == pytest.approx((1 - f) / f)  # what checkpoints record
+
+
+def test_the_unet_with_last_layer_x2_and_its_lr_x2_under_adamw_is_tanh_mse(tiny_cfg):
+    """The atlas's exact control on the real U-Net, through the module's own parameter groups: sigmoid_mse with
+    model=unet_last_init2 and last_layer_lr_scale=2 gives, step for step, twice tanh_mse's logits under AdamW
+    with weight decay (the group's decay / 2 keeps AdamW's shrink lr x wd). Without the lr group it does not."""
+    from seg.run.train import build
+
+    torch.manual_seed(0)
+    image = torch.randn(4, 1, 32, 32, dtype=torch.float64)
+    mask = (torch.rand(4, 1, 32, 32) > 0.7).double()
+    valid = torch.ones_like(mask, dtype=torch.bool)
+
+    def trained(*overrides: str) -> torch.Tensor:
+        torch.manual_seed(1)  # the same initial network for every arm (before the last layer's x2)
+        cfg = tiny_cfg("~scheduler", "optimizer.weight_decay=0.05", "+optimizer.eps=1e-30", *overrides)
+        module = build(cfg)[0].double()
+        optimizer = module.configure_optimizers()
+        for _ in range(4):
+            optimizer.zero_grad()
+            module.head.loss(module.net(image), mask, valid).backward()
+            optimizer.step()
+        with torch.no_grad():
+            return module.net(image)
+
+    tanh = trained("head=tanh_mse")
+    control = trained("head=sigmoid_mse", "model=unet_last_init2", "last_layer_lr_scale=2")
+    torch.testing.assert_close(control, 2 * tanh, rtol=1e-7, atol=1e-9)
+    init_only = trained("head=sigmoid_mse", "model=unet_last_init2")
+    assert (init_only - 2 * tanh).abs().max() > 1e-3  # the last layer's step x2 is what the group adds

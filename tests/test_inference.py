@@ -282,3 +282,17 @@ def test_predict_with_tta_and_threshold_writes_the_flip_mean_and_its_decision(ti
         assert np.abs(written - mean).max() <= 0.5 / 255 + 1e-5
         mask = cv2.imread(str(tmp_path / "out" / path.name), cv2.IMREAD_UNCHANGED) > 0
         assert np.array_equal(mask, mean >= tiny_run["val_threshold"])
+
+
+def test_evaluate_last_scores_the_final_weights_as_eval_scores_last_ckpt(tmp_path):
+    """`evaluate_last=true`: summary.json's `last/...` are the final weights' numbers (those in last.ckpt), not the
+    best checkpoint's; eval.py on last.ckpt gives them again."""
+    summary = train(compose_config([*tiny_overrides(tmp_path), "evaluate_last=true"]))
+    last_ckpt = Path(summary["run_dir"]) / "checkpoints" / "last.ckpt"
+    report = evaluate(compose_entry("eval", f"ckpt={last_ckpt}", f"output={tmp_path / 'last.json'}"))
+    for key in ("test/iou", "test/dice", "test/ap", "test/ece", "test/brier"):
+        assert abs(report[key] - summary[f"last/{key}"]) < 1e-6, key
+    assert {"last/val/iou", "last/test/iou@val_threshold", "last/val_threshold", "last/temperature"} <= set(summary)
+    best = evaluate(compose_entry("eval", f"ckpt={summary['best_checkpoint']}", f"output={tmp_path / 'best.json'}"))
+    assert abs(best["test/iou"] - summary["test/iou"]) < 1e-6  # the unprefixed entries stay the best checkpoint's
+    assert not any(key.startswith("last/") for key in train(compose_config(tiny_overrides(tmp_path / "plain"))))

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 
 from seg.errors import Interrupted, UserError
 from seg.paths import PROJECT_DIR
-from seg.run.resume import ScaleRestoredLearningRate, check_unchanged, config_changes, resolved
+from seg.run.resume import ADDED_KEYS, ScaleRestoredLearningRate, check_unchanged, config_changes, resolved
 from seg.run.train import train
 from tests.conftest import compose_config, run_cli, tiny_overrides, write_tiny_folder_dataset
 
@@ -236,6 +236,19 @@ def test_a_key_the_old_run_did_not_have_says_why_and_can_be_allowed(tiny_cfg, tm
     )
     current.resume_allow = ["model.compile"]
     check_unchanged(saved, current, where="resume=old", run_dir=tmp_path)  # allowed knowingly
+
+
+def test_a_key_added_later_continues_at_its_old_behaviour_and_is_refused_at_another(tiny_cfg, tmp_path):
+    """ADDED_KEYS: a run saved before `evaluate_last` and `last_layer_lr_scale` existed did what their values
+    False and 1.0 do; it (or its sweep job) continues at those values, not at others."""
+    current = resolved(tiny_cfg())
+    saved = current.copy()
+    for key in ADDED_KEYS:
+        del saved[key]
+    check_unchanged(saved, current, where="resume=old", run_dir=tmp_path)
+    current.last_layer_lr_scale = 2.0
+    with pytest.raises(UserError, match=r"\(last_layer_lr_scale: 1.0 -> 2.0\)"):
+        check_unchanged(saved, current, where="resume=old", run_dir=tmp_path)
 
 
 def test_a_changed_lr_is_refused_unless_allowed(tiny_cfg, tmp_path):

@@ -152,3 +152,20 @@ def _saved_step(checkpoint: Path) -> int:
         return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
     except Exception:  # not there yet, or being written
         return -1
+
+
+def test_a_finished_job_without_last_ckpt_is_refused_for_another_config_not_trained_over(tiny_cfg, tmp_path):
+    """The atlas's lean jobs keep no last.ckpt: a sweep with other options launched into their directory is
+    refused in one line, instead of training over (and replacing) the finished job's results."""
+    from seg.errors import UserError
+    from seg.run.resume import REPORTED, resolved, sweep_job
+
+    job = tmp_path / "sweep" / "0"
+    job.mkdir(parents=True)
+    OmegaConf.save(resolved(tiny_cfg(f"paths.output_dir={job}", "seed=0")), job / "config.yaml")
+    (job / "summary.json").write_text(json.dumps({key: 0.5 for key in REPORTED}))
+    with pytest.raises(UserError) as refused:
+        sweep_job(tiny_cfg(f"paths.output_dir={job}", "seed=1"))
+    assert str(refused.value).startswith(f"hydra.sweep.dir job {job}: the config differs from the run's (")
+    assert "seed: 0 -> 1" in str(refused.value) and "into a new hydra.sweep.dir" in str(refused.value)
+    assert sweep_job(tiny_cfg(f"paths.output_dir={job}", "seed=0")).finished == {key: 0.5 for key in REPORTED}

@@ -89,13 +89,24 @@ def calibration_entries(scores: SplitScores, split: str, temperature: float | No
 
 
 def measure_operating_point(
-    net: nn.Module, head: Head, loaders: dict[str, DataLoader], device, run_dir: Path | None
+    net: nn.Module, head: Head, loaders: dict[str, DataLoader], device, run_dir: Path | None, *, at_half: bool = False
 ) -> dict[str, float]:
-    """summary.json's threshold and calibration entries; reliability.png in `run_dir` (None: not drawn)."""
+    """summary.json's threshold and calibration entries; reliability.png in `run_dir` (None: not drawn).
+    `at_half`: also `val/iou`, `val/dice`, `test/iou`, `test/dice` at 0.5, from the same exact counts (for weights
+    that `trainer.test` did not score: train.py's `evaluate_last`)."""
     was_training = net.training
     net.eval()
     val, test = (score_split(net, head, loaders[split], device) for split in ("val", "test"))
     net.train(was_training)
+    half = (
+        {
+            f"{name}/{metric}": scores.counts.at(0.5)[metric]
+            for name, scores in (("val", val), ("test", test))
+            for metric in ("iou", "dice")
+        }
+        if at_half
+        else {}
+    )
     threshold = val.counts.best_threshold()
     temperature = fit_temperature(val.log_odds, val.target)
     picked = test.counts.at(threshold)
@@ -106,6 +117,7 @@ def measure_operating_point(
         "test/dice@val_threshold": picked["dice"],
         "temperature": temperature,
         **calibration_entries(test, "test", temperature),
+        **half,
     }
     if run_dir is not None:
         draw_reliability(test, temperature, run_dir / RELIABILITY, title=f"{head.name}: test pixels")

@@ -28,12 +28,14 @@ class SegmentationModule(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         config: dict | None = None,
+        last_layer_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.net = net
         self.head = head
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.last_layer_lr_scale = last_layer_lr_scale
         self.config = config  # the run's resolved config, stored in every checkpoint (seg/inference/checkpoint.py)
         # One metric collection per stage: Lightning resets and syncs each at its epoch end.
         self.train_metrics = segmentation_metrics("train")
@@ -92,8 +94,24 @@ class SegmentationModule(L.LightningModule):
             checkpoint[CONFIG_KEY] = self.config
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def parameter_groups(self):
+        """All parameters at the optimizer's lr; with `last_layer_lr_scale` s != 1, the final 1x1 convolution in a
+        group of its own at lr x s and weight decay / s. The product lr x weight decay, AdamW's decoupled shrink
+        per step, stays the same: sigmoid_mse with the last layer started x2 and this group at s = 2 is then
+        tanh_mse exactly under AdamW (docs/heads.md "Exact equivalences"), the atlas's step-x2 control."""
+        if self.last_layer_lr_scale == 1.0:
+            return self.parameters()
+        last = list(self.net.segmentation_head.parameters())
+        body = [p for p in self.parameters() if all(p is not q for q in last)]
+        configured = getattr(self.optimizer_factory, "keywords", {})  # a partial: the optimizer's lr, weight decay
+        scale = self.last_layer_lr_scale
+        group = {"params": last, "lr": configured["lr"] * scale}
+        if "weight_decay" in configured:
+            group["weight_decay"] = configured["weight_decay"] / scale
+        return [{"params": body}, group]

@@ -275,6 +275,8 @@ RANGES: dict[str, Allowed] = {
     "tune.params.optimizer.*.high": number(0.0),
     "*.seed": SEED,
     "lr_scale": number(0.0, open_low=True),
+    "last_layer_lr_scale": number(0.0, open_low=True),
+    "evaluate_last": word(True, False),
     # optimizer, scheduler
     "optimizer.lr": number(0.0),
     "optimizer.weight_decay": number(0.0),

@@ -39,6 +39,9 @@ SETTLED = "config.yaml"  # the finished run's config with the data's settled val
 RESUMABLE_CHANGES = ("resume", "resume_allow", "paths", "trainer.max_epochs")
 AUTO = "auto"
 ABSENT = "<absent>"
+# Keys added to conf/ after runs were made, with the value that does what the code did before they existed: a
+# run (or sweep job) saved without the key continues when the key has that value, and is refused otherwise.
+ADDED_KEYS = {"evaluate_last": False, "last_layer_lr_scale": 1.0}
 REPORTED = ("val/iou", "val/dice", "test/iou", "test/dice")  # a summary.json with these is a finished job's
 
 
@@ -139,7 +142,7 @@ def config_changes(saved: DictConfig, current: DictConfig, *, allowed: tuple[str
     for key in sorted(old.keys() | new.keys()):
         if any(key == a or key.startswith(a + ".") for a in (*RESUMABLE_CHANGES, *allowed)):
             continue
-        before, after = old.get(key, ABSENT), new.get(key, ABSENT)
+        before, after = old.get(key, ADDED_KEYS.get(key, ABSENT)), new.get(key, ABSENT)
         if before != after and not (after == AUTO and before != ABSENT):  # `auto` settled on the saved value
             changed.append(f"{key}: {before} -> {after}")
     return changed
@@ -193,12 +196,14 @@ def sweep_job(cfg: DictConfig) -> Continuation:
     where = f"hydra.sweep.dir job {job_dir}"
     current = resolved(cfg)
     summary = _finished_summary(job_dir)
+    last = job_dir / LAST_CHECKPOINT
     if summary is not None:
         settled = OmegaConf.load(job_dir / SETTLED)
         same_length = settled.trainer.max_epochs == current.trainer.max_epochs
         if same_length and not config_changes(settled, current, allowed=tuple(current.get("resume_allow") or ())):
             return Continuation(finished=summary)
-    last = job_dir / LAST_CHECKPOINT
+        if not last.is_file():  # a finished job that kept no last.ckpt (lean callbacks): its result is not overwritten
+            check_unchanged(settled, current, where=where, run_dir=job_dir, sweep=True)
     if not last.is_file():
         return Continuation()  # never saved: the job starts again (rundir.claim decides whether it may)
     saved = _saved(job_dir)

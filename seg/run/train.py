@@ -63,7 +63,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     net = build_network(cfg.model, head=head, in_channels=settled["data"]["in_channels"])
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = SegmentationModule(
-        net=net, head=head, optimizer=instantiate(cfg.optimizer), scheduler=scheduler, config=settled
+        net=net,
+        head=head,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        config=settled,
+        last_layer_lr_scale=cfg.get("last_layer_lr_scale", 1.0),
     )
     loggers = build_loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -165,6 +170,9 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, earlier: Continuation) -> 
     metrics = trainer.callback_metrics  # read now: validate() and test() below replace them
     last_epoch = {key: float(metrics[key]) if key in metrics else None for key in LAST_EPOCH}
 
+    # The final weights, before the evaluation below loads best.ckpt over them: what early stopping would hide
+    # (a long schedule, memorised label noise). Rank 0 only, on every image of val and test.
+    final = final_weights(module, datamodule, trainer) if cfg.get("evaluate_last") and trainer.is_global_zero else {}
     best = _best_checkpoint(trainer)
     # Without a best checkpoint (no validation ran, e.g. max_steps shorter than an epoch, or checkpointing off,
     # as under fast_dev_run) the final weights are evaluated instead, and summary.json says so with
@@ -184,6 +192,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, earlier: Continuation) -> 
         "tags": list(cfg.get("tags") or []),
         **{key: float({**val, **test}[key]) for key in REPORTED},
         **last_epoch,
+        **final,
         "best_checkpoint": str(best) if best else None,
         "train_seconds": round(train_seconds, 2),
         "global_step": trainer.global_step,
@@ -203,8 +212,24 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, earlier: Continuation) -> 
 def operating_point(module, datamodule, device, best: Path | None, run_dir: Path) -> dict:
     """The best weights' threshold picked and temperature fitted on val, test scored at them, reliability.png
     (seg/inference/operating_point.py); the two values go into best.ckpt, where eval.py and predict.py read them."""
-    loaders = {
-        # Every image in one process: under DDP the datamodule's own loaders hold one rank's share.
+    entries = measure_operating_point(module.net.to(device), module.head, _eval_loaders(datamodule), device, run_dir)
+    if best is not None:
+        store_operating_point(best, {key: entries[key] for key in ("val_threshold", "temperature")})
+    return entries
+
+
+def final_weights(module, datamodule, trainer: L.Trainer) -> dict:
+    """`last/...`: the final weights' val and test IoU and Dice at 0.5, test at the threshold tuned on val, AP,
+    ECE and Brier (`evaluate_last: true`), beside the best checkpoint's entries of the same names."""
+    device = trainer.strategy.root_device
+    net = module.net.to(device)
+    entries = measure_operating_point(net, module.head, _eval_loaders(datamodule), device, None, at_half=True)
+    return {f"last/{key}": float(value) for key, value in entries.items()}
+
+
+def _eval_loaders(datamodule) -> dict[str, DataLoader]:
+    # Every image in one process: under DDP the datamodule's own loaders hold one rank's share.
+    return {
         split: DataLoader(
             datamodule.splits[split],
             batch_size=datamodule.eval_batch_size,
@@ -212,10 +237,6 @@ def operating_point(module, datamodule, device, best: Path | None, run_dir: Path
         )
         for split in ("val", "test")
     }
-    entries = measure_operating_point(module.net.to(device), module.head, loaders, device, run_dir)
-    if best is not None:
-        store_operating_point(best, {key: entries[key] for key in ("val_threshold", "temperature")})
-    return entries
 
 
 def _interruption(trainer: L.Trainer) -> Interrupted:

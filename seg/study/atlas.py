@@ -51,6 +51,12 @@ PRIMARY = (TANH, BASELINE)
 CONTROL_HEADS = frozenset(p.stem for p in (PROJECT_DIR / "conf" / "head" / "control").glob("*.yaml"))
 # Read from summary.json when the run wrote them, else from the last row of its metrics.csv (callbacks).
 OPERATING_METRICS = ("test/iou@val_threshold", "test/ap", "test/ece", "test/brier", "test/boundary_iou", "test/cldice")
+# The final weights beside the best checkpoint (evaluate_last, the regime arms): what early stopping hides.
+LAST_METRICS = ("last/test/iou", "last/test/iou@val_threshold", "last/test/ece", "last/test/brier")
+# The regime arms (experiment=regime_*, docs/results/regimes/preregistration.md): each is a condition of its own,
+# named `regime <arm>` (and the label-noise rate where it sweeps one); their primary cells form their own family.
+REGIME = "regime_"
+REGIME_SWEPT = ("data.label_noise.flip",)
 
 # lr ratio c = (head's lr) / (sigmoid_bce's lr) at which the head's val-IoU curve matches sigmoid_bce's
 # (seg.study.shift), predicted in docs/results/atlas/preregistration.md from the gradient scales before the runs.
@@ -63,7 +69,8 @@ PREDICTED_SHIFTS = {
 @dataclass(frozen=True)
 class Control:
     """A pair of arms the scale calculus relates (docs/heads.md "Exact equivalences"): `equal` pairs must pass
-    TOST at MARGIN, the others are tested for a difference. An arm is a head, `@model` for another init."""
+    TOST at MARGIN, the others are tested for a difference. An arm is a head, `@model` for another init and
+    `@last_lr<s>` for the last layer's own lr scale (last_layer_lr_scale)."""
 
     arm: str
     scale: float
@@ -81,6 +88,10 @@ CONTROLS = (
     Control(f"{CONTROL}@unet_last_init2", 1, CONTROL, 1, "adamw", False, "tanh_mse's start (last layer x2) alone"),
     Control(CONTROL, 2, CONTROL, 1, "adamw", False, "a 2x step alone"),
     Control(TANH, 1, f"{CONTROL}@unet_last_init2", 1, "adamw", False, "what is left: the last layer's step x2"),
+    Control(f"{CONTROL}@last_lr2", 1, CONTROL, 1, "adamw", False, "the last layer's step x2 alone"),
+    Control(
+        f"{CONTROL}@unet_last_init2@last_lr2", 1, TANH, 1, "adamw", True, "tanh_mse exactly: last layer x2, its step x2"
+    ),
     Control("tanh_half", 0.25, CONTROL, 1, "sgd", True, "4 x the loss at lr / 4 (coupled L2 differs 4x)"),
     Control("sigmoid2_brier", 1, TANH, 0.25, "sgd", True, "tanh_mse / 4 at 4x its lr (coupled L2 differs 4x)"),
 )
@@ -100,11 +111,14 @@ class Run:
     summary: dict | None  # None: the job failed or is still running
     lr: float | None  # the optimizer's resolved lr, from the run's config.yaml
     model: str = DEFAULT_MODEL  # the model= option (unet_last_init2: a control)
+    last_lr: float = 1.0  # last_layer_lr_scale (2: the control that steps the last layer x2)
 
     @property
     def arm(self) -> str:
-        """The head, and `@model` when the network's init differs: what a cell compares."""
-        return self.head if self.model == DEFAULT_MODEL else f"{self.head}@{self.model}"
+        """The head, `@model` when the network's init differs, `@last_lr<s>` when the last layer has its own lr:
+        what a cell compares."""
+        parts = [self.head, *([self.model] if self.model != DEFAULT_MODEL else [])]
+        return "@".join(parts + ([f"last_lr{self.last_lr:g}"] if self.last_lr != 1.0 else []))
 
     def metric(self, name: str) -> float:
         """A test metric of the finished run: summary.json's, else the last value its metrics.csv logged."""
@@ -125,19 +139,28 @@ def to_run(job: Job) -> Run:
     config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
     lr = float(config["optimizer"]["lr"]) if config else None
     epochs = int(o.get("trainer.max_epochs", (config.get("trainer") or {}).get("max_epochs", ATLAS_EPOCHS)))
+    experiment = o.get("experiment", "?")
     condition = o.get("condition", PLAIN)
+    if experiment.startswith(REGIME):  # its schedule is part of the regime
+        condition = " ".join(
+            ["regime", experiment.removeprefix(REGIME), *(f"{k}={o[k]}" for k in REGIME_SWEPT if k in o)]
+        )
+    elif (
+        epochs != ATLAS_EPOCHS
+    ):  # another schedule is another cell: the failure arm's rare objects are not the 6-epoch ones
+        condition = f"{condition}, {epochs} epochs"
     return Run(
         head=job.head.rsplit("/", 1)[-1],  # head=control/tanh_half names the head tanh_half
-        # another schedule is another cell: the failure arm's rare objects are not the 6-epoch ones
-        condition=condition if epochs == ATLAS_EPOCHS else f"{condition}, {epochs} epochs",
+        condition=condition,
         optimizer=o.get("optimizer", DEFAULT_OPTIMIZER),
         lr_scale=float(o.get("lr_scale", SHARED_SCALE)),
         seed=job.seed,
-        experiment=o.get("experiment", "?"),
+        experiment=experiment,
         path=job.path,
         summary=job.summary,
         lr=lr,
         model=o.get("model", DEFAULT_MODEL),
+        last_lr=float(o.get("last_layer_lr_scale", 1.0)),
     )
 
 
@@ -251,13 +274,29 @@ def values(seeds: dict[str, Run], metric: str = METRIC) -> dict[str, float]:
 
 
 def head_option(arm: str) -> str:
-    """The command-line overrides that select an arm: head=..., and model=... for an init control."""
-    head, _, model = arm.partition("@")
+    """The command-line overrides that select an arm: head=..., model=... for an init control and
+    last_layer_lr_scale=... for a last-layer step control."""
+    head, *rest = arm.split("@")
     option = f"control/{head}" if head in CONTROL_HEADS else head
-    return f"head={option}" + (f" model={model}" if model else "")
+    extra = [
+        f"last_layer_lr_scale={part.removeprefix('last_lr')}" if part.startswith("last_lr") else f"model={part}"
+        for part in rest
+    ]
+    return " ".join([f"head={option}", *extra])
+
+
+def is_regime(condition: str) -> bool:
+    return condition.startswith("regime ")
 
 
 def fill_command(condition: str, optimizer: str, scale: float, head: str, experiment: str | None = None) -> str:
+    if is_regime(condition):
+        arm, *swept = condition.removeprefix("regime ").split()
+        where = f"multirun/{REGIME}{arm}/{head.split('@')[0]}"
+        return (
+            f"python train.py -m experiment={REGIME}{arm} {' '.join(swept) + ' ' if swept else ''}lr_scale={scale:g}"
+            f" {head_option(head)} hydra.sweep.dir={where}"
+        )
     experiment = experiment or ("atlas_confirm" if condition == PLAIN else "atlas_data")
     name, _, schedule = condition.partition(", ")  # "rare, 18 epochs"
     where = ("" if name == PLAIN else f" condition={name}") + (
@@ -281,7 +320,7 @@ def compare(table: Table, condition, optimizer, setting, pair, scales, experimen
     cell.seeds = {seed: (head_iou[seed], base_iou[seed]) for seed in common}
     cell.tost = tost([head_iou[s] - base_iou[s] for s in common])
     cell.collapse = collapse_endpoint(head_iou, base_iou)
-    for metric in OPERATING_METRICS:
+    for metric in (*OPERATING_METRICS, *LAST_METRICS):
         a, b = values(sides[0], metric), values(sides[1], metric)
         if set(a) & set(b):
             cell.metrics[metric] = paired_comparison(a, b)
@@ -359,10 +398,16 @@ def add_interactions(cells: list[Cell]) -> None:
 
 
 def apply_holm(cells: list[Cell]) -> None:
-    """The declared primary family only: tanh_mse − sigmoid_bce at the tuned rates, with a paired-t p."""
-    tested = [c for c in cells if c.primary and c.stats is not None and not math.isnan(c.stats["t_p"])]
-    for cell, p in zip(tested, holm([c.stats["t_p"] for c in tested]), strict=True):
-        cell.p_holm = p
+    """The declared primary families only: tanh_mse − sigmoid_bce at the tuned rates, with a paired-t p, in the
+    atlas's conditions and, as a family of their own, in the regime arms."""
+    for family in (False, True):
+        tested = [
+            c
+            for c in cells
+            if c.primary and is_regime(c.condition) == family and c.stats is not None and not math.isnan(c.stats["t_p"])
+        ]
+        for cell, p in zip(tested, holm([c.stats["t_p"] for c in tested]), strict=True):
+            cell.p_holm = p
 
 
 def significance(cell: Cell) -> int:

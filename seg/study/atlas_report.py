@@ -17,6 +17,7 @@ from seg.study.atlas import (
     ALPHA,
     BASELINE,
     DEFAULT_OPTIMIZER,
+    LAST_METRICS,
     MIN_SEEDS,
     OPERATING_METRICS,
     PLAIN,
@@ -30,6 +31,7 @@ from seg.study.atlas import (
     failed_runs,
     fill_command,
     grid_curves,
+    is_regime,
     lr_grid,
     measured,
     significance,
@@ -40,6 +42,7 @@ from seg.study.atlas import (
 from seg.study.atlas_conditions import condition_facts
 from seg.study.atlas_figures import MARKS, write_heatmap, write_lr_figure
 from seg.study.failure import failure_table, failure_tests, summarize
+from seg.study.regimes import PLATEAU_WITHIN, criteria
 from seg.study.report import fmt, fmt_p
 from seg.study.shift import fit_shifts
 from seg.study.stats import COLLAPSE_BELOW, MARGIN
@@ -96,6 +99,8 @@ def render_markdown(directories, runs, cells, heatmap, curves, shifts=None, fail
         ]
     lines += _seeds_section(cells)
     lines += _operating_point_section(cells)
+    lines += _last_weights_section(cells)
+    lines += _regime_criteria_section(runs)
     lines += _interactions_section(cells)
     lines += _lr_section(runs, curves)
     lines += _shift_section(shifts or {})
@@ -232,6 +237,63 @@ def _operating_point_section(cells: list[Cell]) -> list[str]:
             m = c.metrics.get(metric)
             row.append(f"{m['mean_diff']:+.4f} [{fmt(m['t_ci_low'])}, {fmt(m['t_ci_high'])}]" if m else "")
         lines.append(f"| {c.context} | {c.comparison} | " + " | ".join(row) + f" | {survives_tuned_threshold(c)} |")
+    return lines
+
+
+def _last_weights_section(cells: list[Cell]) -> list[str]:
+    """The best checkpoint against the final weights (runs with evaluate_last): what early stopping hides."""
+    rows = [c for c in cells if any(m in c.metrics for m in LAST_METRICS)]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Best checkpoint and final weights",
+        "",
+        "Paired Δ (head − other) with its 95% t CI: test IoU of the best checkpoint (by val IoU), then the final "
+        "weights' test IoU, IoU at their val-tuned threshold, ECE and Brier.",
+        "",
+        "| cell | comparison | best: test/iou | " + " | ".join(LAST_METRICS) + " |",
+        "|---|---|---|" + "---|" * len(LAST_METRICS),
+    ]
+    for c in rows:
+        cells_text = [_paired(c.stats)] + [_paired(c.metrics.get(m)) for m in LAST_METRICS]
+        lines.append(f"| {c.context} | {c.comparison} | " + " | ".join(cells_text) + " |")
+    return lines
+
+
+def _paired(m: dict | None) -> str:
+    return f"{m['mean_diff']:+.4f} [{fmt(m['t_ci_low'])}, {fmt(m['t_ci_high'])}]" if m else ""
+
+
+def _regime_criteria_section(runs: list[Run]) -> list[str]:
+    """Per regime and head: how many seeds plateaued, memorised, overfit (seg.study.regimes), from metrics.csv."""
+    groups: dict[tuple[str, str, float], list] = {}
+    for run in runs:
+        if is_regime(run.condition) and run.summary is not None:
+            found = criteria(run.seed, run.path / "csv" / "metrics.csv")
+            if found is not None:
+                groups.setdefault((run.condition, run.arm, run.lr_scale), []).append(found)
+    if not groups:
+        return []
+    lines = [
+        "",
+        "## Regime schedules: plateau, memorisation, overfitting",
+        "",
+        f"Per seed from metrics.csv: *plateau* = val IoU over the last third of validations within {PLATEAU_WITHIN};"
+        " *memorising* = train IoU (on the training labels, noisy where they are) higher at the last epoch than at"
+        " val IoU's peak, and the last val IoU below the peak; *overfit* = the last val IoU below the peak.",
+        "",
+        "| regime | head | lr_scale | seeds | plateau | memorising | overfit | peak epoch (median) | peak − last val IoU (median) | train IoU rise after the peak (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (condition, arm, scale), found in sorted(groups.items()):
+        n = len(found)
+        lines.append(
+            f"| {condition} | {arm} | {scale:g} | {n} | {sum(f.plateaued for f in found)}/{n}"
+            f" | {sum(f.memorising for f in found)}/{n} | {sum(f.overfit for f in found)}/{n}"
+            f" | {np.median([f.peak_epoch for f in found]):g} | {np.median([f.peak_val - f.last_val for f in found]):.4f}"
+            f" | {np.median([f.train_last - f.train_at_peak for f in found]):+.4f} |"
+        )
     return lines
 
 
