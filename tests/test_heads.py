@@ -385,6 +385,7 @@ def test_pos_weight_auto_is_settled_from_the_training_split_before_training(tiny
     assert module.config["head"]["pos_weight"] == pytest.approx((1 - f) / f)  # what checkpoints record
 
 
+@pytest.mark.slow  # three U-Nets in float64 (~25 s); the two-layer version above runs by default
 def test_the_unet_with_last_layer_x2_and_its_lr_x2_under_adamw_is_tanh_mse(tiny_cfg):
     """The atlas's exact control on the real U-Net, through the module's own parameter groups: sigmoid_mse with
     model=unet_last_init2 and last_layer_lr_scale=2 gives, step for step, twice tanh_mse's logits under AdamW
