@@ -189,6 +189,7 @@ def folder_overrides(tmp_path: Path, root: Path) -> list[str]:
     return [*tiny, "data=folder", f"data.root={root}", "data.batch_size=4", *EPOCHS]
 
 
+@pytest.mark.slow  # two folder-data fits (~40 s); test_auto_counts_as_the_settled_value_and_a_real_change_does_not covers the rule
 def test_a_folder_dataset_with_auto_values_resumes_exactly(tmp_path):
     """The first run stores what `auto` settled on (1 channel, measured mean/std); `auto` again is the same config."""
     root = write_tiny_folder_dataset(tmp_path / "folder", counts=(16, 4, 4))
