@@ -345,3 +345,25 @@ def test_a_regime_arm_is_its_own_condition_family_and_interaction_with_best_and_
         "sigmoid_mse has 0 of 6 seeds: python train.py -m experiment=regime_small lr_scale=0.1 head=sigmoid_mse"
         " hydra.sweep.dir=multirun/regime_small/sigmoid_mse"
     }
+
+
+def test_heads_tuned_to_one_scale_other_than_the_shared_one_form_the_primary_matched_cell(tmp_path):
+    """Every head peaking at the grid's same lr_scale (2 here, not the shared 1) still gives a matched-lr cell, and
+    it is the primary one: the runs at that scale are not read as another "shared lr"."""
+    selection = Sweep(tmp_path / "atlas_mechanism", "atlas_mechanism")
+    for seed in (0, 1):
+        for head in ("sigmoid_bce", "tanh_mse", "sigmoid_mse"):
+            selection.job(head, seed, scale=1.0, val=0.70)
+            selection.job(head, seed, scale=2.0, val=0.75)
+    confirm = Sweep(tmp_path / "atlas_confirm", "atlas_confirm")
+    for i, seed in enumerate(SEEDS):
+        for head, values in (("sigmoid_bce", BCE), ("tanh_mse", TANH)):
+            confirm.job(head, seed, scale=2.0, test=values[i])
+            confirm.job(head, seed, scale=1.0, test=values[i] - 0.01)
+    cells = atlas_cells(load_runs([selection.root, confirm.root]))
+    by_name = cells_by_name(cells)
+    matched = by_name[("plain · adamw · matched lr", "tanh_mse − sigmoid_bce")]
+    assert matched.primary and matched.scales == (2.0, 2.0) and matched.stats["n"] == 6
+    assert matched.stats["mean_diff"] == pytest.approx(0.0105)
+    assert not by_name[("plain · adamw · shared lr", "tanh_mse − sigmoid_bce")].primary
+    assert [c.context for c in cells if c.primary] == ["plain · adamw · matched lr"]

@@ -350,6 +350,8 @@ def atlas_cells(runs: list[Run]) -> list[Cell]:
         for pair in COMPARISONS:
             tuned = tuned_scales(best, optimizer, pair)
             for scale in shared_scales:  # both heads at one lr_scale (a condition may have run at another)
+                if (scale, scale) == tuned and scale != SHARED_SCALE:
+                    continue  # both heads tuned to this one scale: it is the matched-lr cell below
                 if condition == PLAIN and scale != SHARED_SCALE:
                     continue
                 if condition != PLAIN and not all((head, scale) in ran for head in pair):
@@ -357,7 +359,7 @@ def atlas_cells(runs: list[Run]) -> list[Cell]:
                 cell = compare(table, condition, optimizer, "shared lr", pair, (scale, scale))
                 cell.primary = pair == PRIMARY and tuned == (scale, scale)
                 cells.append(cell)
-            if tuned is not None and tuned[0] != tuned[1] or (tuned is not None and tuned[0] not in shared_scales):
+            if tuned is not None and tuned != (SHARED_SCALE, SHARED_SCALE):
                 cell = compare(table, condition, optimizer, "matched lr", pair, tuned)
                 cell.primary = pair == PRIMARY
                 cells.append(cell)
