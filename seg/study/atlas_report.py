@@ -23,6 +23,7 @@ from seg.study.atlas import (
     PLAIN,
     PREDICTED_SHIFTS,
     SHARED_SCALE,
+    SHIFT_EXPERIMENTS,
     Cell,
     Run,
     atlas_cells,
@@ -62,8 +63,8 @@ def render_atlas(directories: list[Path], runs: list[Run], out: Path) -> Path:
 
 
 def lr_shifts(runs: list[Run]) -> dict[str, dict[str, dict]]:
-    """optimizer -> seg.study.shift.fit_shifts over that optimizer's selection grid (with >= 4 rates a head)."""
-    grid = lr_grid(runs)
+    """optimizer -> seg.study.shift.fit_shifts over that optimizer's declared grid (with >= 4 rates a head)."""
+    grid = lr_grid([run for run in runs if run.experiment in SHIFT_EXPERIMENTS])
     out = {}
     for optimizer in sorted({p.optimizer for p in grid}):
         curves = grid_curves(grid, optimizer)
