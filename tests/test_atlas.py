@@ -355,11 +355,13 @@ def test_heads_tuned_to_one_scale_other_than_the_shared_one_form_the_primary_mat
         for head in ("sigmoid_bce", "tanh_mse", "sigmoid_mse"):
             selection.job(head, seed, scale=1.0, val=0.70)
             selection.job(head, seed, scale=2.0, val=0.75)
+            selection.job(head, seed, scale=4.0, val=0.60)  # a grid-only rate: no cell of its own
     confirm = Sweep(tmp_path / "atlas_confirm", "atlas_confirm")
     for i, seed in enumerate(SEEDS):
         for head, values in (("sigmoid_bce", BCE), ("tanh_mse", TANH)):
             confirm.job(head, seed, scale=2.0, test=values[i])
             confirm.job(head, seed, scale=1.0, test=values[i] - 0.01)
+            confirm.job(head, seed, scale=0.5, test=values[i] - 0.02)  # measured off the grid's pick: secondary
     cells = atlas_cells(load_runs([selection.root, confirm.root]))
     by_name = cells_by_name(cells)
     matched = by_name[("plain · adamw · matched lr", "tanh_mse − sigmoid_bce")]
@@ -367,3 +369,4 @@ def test_heads_tuned_to_one_scale_other_than_the_shared_one_form_the_primary_mat
     assert matched.stats["mean_diff"] == pytest.approx(0.0105)
     assert not by_name[("plain · adamw · shared lr", "tanh_mse − sigmoid_bce")].primary
     assert [c.context for c in cells if c.primary] == ["plain · adamw · matched lr"]
+    assert {c.scales for c in cells if c.comparison == "tanh_mse − sigmoid_bce"} == {(0.5, 0.5), (1.0, 1.0), (2.0, 2.0)}

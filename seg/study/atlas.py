@@ -348,16 +348,19 @@ def atlas_cells(runs: list[Run]) -> list[Cell]:
     contexts += [(PLAIN, o) for o in sorted({r.optimizer for r in runs if r.selection}) if (PLAIN, o) not in contexts]
     cells = []
     for condition, optimizer in contexts:
-        ran = {(r.arm, r.lr_scale) for r in runs if (r.condition, r.optimizer) == (condition, optimizer)}
+        ran = {
+            (r.arm, r.lr_scale)
+            for r in runs
+            if (r.condition, r.optimizer) == (condition, optimizer) and not r.selection
+        }
         shared_scales = sorted({scale for _, scale in ran} | ({SHARED_SCALE} if condition == PLAIN else set()))
         for pair in COMPARISONS:
             tuned = tuned_scales(best, optimizer, pair)
             for scale in shared_scales:  # both heads at one lr_scale (a condition may have run at another)
                 if (scale, scale) == tuned and scale != SHARED_SCALE:
                     continue  # both heads tuned to this one scale: it is the matched-lr cell below
-                if condition == PLAIN and scale != SHARED_SCALE:
-                    continue
-                if condition != PLAIN and not all((head, scale) in ran for head in pair):
+                always = condition == PLAIN and scale == SHARED_SCALE  # shown even unrun, with its commands
+                if not always and not all((head, scale) in ran for head in pair):
                     continue
                 cell = compare(table, condition, optimizer, "shared lr", pair, (scale, scale))
                 cell.primary = pair == PRIMARY and tuned == (scale, scale)
