@@ -189,6 +189,10 @@ def test_rendered_report_names_every_number_gap_and_failure(atlas, tmp_path):
     assert "python train.py -m experiment=atlas_confirm optimizer=adamw lr_scale=0.1 head=sigmoid_mse" in report
     assert "no summary.json (failed or unfinished)" in report and "seed 16" in report
     assert "abc1234" in report and "32 px images, 320 training images" in report
+    # sigmoid_bce and tanh_mse peak at the grid's largest rate (1), sigmoid_mse below it (0.1)
+    assert "its peak may lie above (adamw sigmoid_bce, adamw tanh_mse)" in report
+    assert "| adamw | sigmoid_bce | 1 | 0.006 | 2 | 0.8005 | 0.0007 | ◀ top |" in report
+    assert "| adamw | sigmoid_mse | 0.1 | 0.0006 | 2 | 0.8205 | 0.0007 | ◀ |" in report
     assert "`python train.py -m experiment=atlas_data`" in report
     cells = json.loads((out / "cells.json").read_text())
     assert {c["comparison"] for c in cells} == {

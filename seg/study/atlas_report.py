@@ -406,9 +406,18 @@ def _lr_section(runs, curves: Path | None) -> list[str]:
         "| optimizer | head | lr_scale | peak lr | n | val IoU mean | sd | chosen |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    top = {key: max(p.lr_scale for p in grid if (p.optimizer, p.head) == key) for key in best}
+    censored = sorted(key for key, scale in best.items() if scale == top[key])
+    if censored:
+        lines[-2:-2] = [
+            "A head whose best rate is its grid's largest (◀ top) is censored there: its tuned lr is the largest "
+            f"tried, its peak may lie above ({', '.join(f'{o} {h}' for o, h in censored)}).",
+            "",
+        ]
     for p in grid:
         sd = np.std(p.val, ddof=1) if len(p.val) > 1 else math.nan
         chosen = "◀" if best[(p.optimizer, p.head)] == p.lr_scale else ""
+        chosen += " top" if chosen and p.lr_scale == top[(p.optimizer, p.head)] else ""
         lines.append(
             f"| {p.optimizer} | {p.head} | {p.lr_scale:g} | {p.lr:.3g} | {len(p.val)} | {np.mean(p.val):.4f} | {fmt(sd)} | {chosen} |"
         )
