@@ -374,3 +374,27 @@ def test_heads_tuned_to_one_scale_other_than_the_shared_one_form_the_primary_mat
     assert not by_name[("plain · adamw · shared lr", "tanh_mse − sigmoid_bce")].primary
     assert [c.context for c in cells if c.primary] == ["plain · adamw · matched lr"]
     assert {c.scales for c in cells if c.comparison == "tanh_mse − sigmoid_bce"} == {(0.5, 0.5), (1.0, 1.0), (2.0, 2.0)}
+
+
+def test_a_seed_run_twice_counts_once_per_cell_and_the_replication_is_reported(tmp_path):
+    """The controls' sweep reruns the plain heads on the same seeds: a plain cell reads atlas_confirm's runs, a
+    control cell its own sweep's, and the report gives the same-seed differences apart."""
+    confirm = Sweep(tmp_path / "atlas_confirm", "atlas_confirm")
+    controls = Sweep(tmp_path / "atlas_controls", "atlas_controls")
+    for i, seed in enumerate(SEEDS):
+        for head, values in (("sigmoid_bce", BCE), ("tanh_mse", TANH), ("sigmoid_mse", SMSE)):
+            confirm.job(head, seed, test=values[i])
+            controls.job(head, seed, test=values[i] + (0.004 if head == "sigmoid_mse" else 0.0))
+        controls.job("control/tanh_half", seed, test=SMSE[i] + 0.004)
+    for order in ([controls.root, confirm.root], [confirm.root, controls.root]):  # whatever order they are given in
+        cells = cells_by_name(atlas_cells(load_runs(order)))
+        plain = cells[("plain · adamw · shared lr", "sigmoid_mse − sigmoid_bce")]
+        assert plain.stats["mean_diff"] == pytest.approx(np.mean(SMSE - BCE))  # atlas_confirm's sigmoid_mse
+        control = cells[("plain · adamw · control", "tanh_half − sigmoid_mse")]
+        assert control.stats["mean_diff"] == pytest.approx(0.0)  # paired with its own sweep's sigmoid_mse
+    from scripts.atlas import main
+
+    report = main([str(confirm.root), str(controls.root), "--out", str(tmp_path / "out")]).read_text()
+    assert (
+        "| sigmoid_mse | plain · adamw · 1 | atlas_confirm → atlas_controls | 6 | +0.0040 | 0.0000 | 0.0040 |" in report
+    )

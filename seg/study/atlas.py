@@ -41,6 +41,7 @@ SELECTION_EXPERIMENTS = ("atlas_lr", "atlas_mechanism", "atlas_mechanism_top")  
 # The lr-shift test was declared on atlas_mechanism's 12 rates; the grid's upward extension (atlas_mechanism_top,
 # an amendment made after the grid's top turned out best) only moves the tuned rates, never the declared fit.
 SHIFT_EXPERIMENTS = ("atlas_lr", "atlas_mechanism")
+CONTROLS_EXPERIMENT = "atlas_controls"
 PLAIN = "plain"  # no condition=: the generated dataset as it is
 DEFAULT_OPTIMIZER = "adamw"
 DEFAULT_MODEL = "unet"
@@ -258,12 +259,40 @@ class Cell:
 Table = dict[tuple, dict[str, Run]]  # (condition, optimizer, lr_scale, arm) -> {seed: finished measurement run}
 
 
-def measured_runs(runs: list[Run]) -> Table:
+def started(run: Run) -> str:
+    """When the job started (its run.json), to order the replications of one seed; "" when unknown."""
+    try:
+        return str(json.loads((run.path / "run.json").read_text()).get("started", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def finished_measurements(runs: list[Run]) -> list[Run]:
+    return [r for r in runs if not r.selection and r.summary is not None and METRIC in r.summary]
+
+
+def measured_runs(runs: list[Run], prefer: str | None = None) -> Table:
+    """(condition, optimizer, lr_scale, arm) -> {seed: run}. A seed of an arm that ran more than once (the
+    controls' sweep reruns the plain heads; an arm rerun on another machine, whose CPU kernels differ in their last
+    bits) counts once: the run of the `prefer`red experiment, else of any experiment but the controls', and of
+    those the latest. Every replication is reported apart (`replications`)."""
+
+    def rank(run: Run):  # ascending: the best-ranked run is written last and stays
+        own = run.experiment == prefer if prefer else run.experiment != CONTROLS_EXPERIMENT
+        return own, started(run)
+
     table: Table = defaultdict(dict)
-    for run in runs:
-        if not run.selection and run.summary is not None and METRIC in run.summary:
-            table[(run.condition, run.optimizer, run.lr_scale, run.arm)][run.seed] = run
+    for run in sorted(finished_measurements(runs), key=rank):
+        table[(run.condition, run.optimizer, run.lr_scale, run.arm)][run.seed] = run
     return table
+
+
+def replications(runs: list[Run]) -> list[tuple[tuple, str, list[Run]]]:
+    """(cell key, seed, runs in start order) for every measured seed of an arm that ran more than once."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in finished_measurements(runs):
+        groups[((run.condition, run.optimizer, run.lr_scale, run.arm), run.seed)].append(run)
+    return [(key, seed, sorted(group, key=started)) for (key, seed), group in groups.items() if len(group) > 1]
 
 
 def measured(runs: list[Run]) -> dict[tuple, dict[str, float]]:
@@ -369,7 +398,9 @@ def atlas_cells(runs: list[Run]) -> list[Cell]:
                 cell = compare(table, condition, optimizer, "matched lr", pair, tuned)
                 cell.primary = pair == PRIMARY
                 cells.append(cell)
-    cells += control_cells(table, runs)
+    cells += control_cells(
+        measured_runs(runs, prefer=CONTROLS_EXPERIMENT), runs
+    )  # each control with its own sweep's partner
     add_interactions(cells)
     apply_holm(cells)
     return cells
@@ -377,13 +408,13 @@ def atlas_cells(runs: list[Run]) -> list[Cell]:
 
 def control_cells(table: Table, runs: list[Run]) -> list[Cell]:
     """The exact controls of CONTROLS, for every optimizer that ran a control arm (experiment=atlas_controls)."""
-    ran = {r.optimizer for r in runs if r.experiment == "atlas_controls"}
+    ran = {r.optimizer for r in runs if r.experiment == CONTROLS_EXPERIMENT}
     cells = []
     for control in CONTROLS:
         if control.optimizer not in ran:
             continue
         pair, scales = (control.arm, control.against), (control.scale, control.against_scale)
-        cell = compare(table, PLAIN, control.optimizer, "control", pair, scales, experiment="atlas_controls")
+        cell = compare(table, PLAIN, control.optimizer, "control", pair, scales, experiment=CONTROLS_EXPERIMENT)
         cell.expect_equal, cell.why = control.equal, control.why
         cells.append(cell)
     return cells

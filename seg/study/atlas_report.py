@@ -7,6 +7,7 @@ seg/study/atlas_conditions.py's.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from seg.study.atlas import (
     BASELINE,
     DEFAULT_OPTIMIZER,
     LAST_METRICS,
+    METRIC,
     MIN_SEEDS,
     OPERATING_METRICS,
     PLAIN,
@@ -35,6 +37,7 @@ from seg.study.atlas import (
     is_regime,
     lr_grid,
     measured,
+    replications,
     significance,
     survives_tuned_threshold,
     to_json,
@@ -99,6 +102,7 @@ def render_markdown(directories, runs, cells, heatmap, curves, shifts=None, fail
             "then the shared-lr one, counted once).",
         ]
     lines += _seeds_section(cells)
+    lines += _replications_section(runs)
     lines += _operating_point_section(cells)
     lines += _last_weights_section(cells)
     lines += _regime_criteria_section(runs)
@@ -210,6 +214,39 @@ def _seeds_section(cells: list[Cell]) -> list[str]:
     for c in measured_cells:
         per_seed = ", ".join(f"{seed}: {h:.3f} / {b:.3f}" for seed, (h, b) in c.seeds.items())
         lines.append(f"| {c.context} ({c.scales[0]:g} / {c.scales[1]:g}) | {c.comparison} | {per_seed} |")
+    return lines
+
+
+def _replications_section(runs) -> list[str]:
+    """Seeds that ran twice: how far one job's test IoU moves between two launches (another machine's CPU
+    kernels, another commit with the same training code): the noise a cross-machine pairing adds."""
+    repeated = replications(runs)
+    if not repeated:
+        return []
+    by_arm: dict[tuple, list[float]] = defaultdict(list)
+    for (condition, optimizer, scale, arm), _, group in repeated:
+        first, last = group[0], group[-1]
+        by_arm[(condition, optimizer, scale, arm, first.experiment, last.experiment)].append(
+            last.metric(METRIC) - first.metric(METRIC)
+        )
+    lines = [
+        "",
+        "## Replications",
+        "",
+        "Seeds of an arm that ran more than once; a cell uses one run per seed (the latest of its own experiment:"
+        " the controls' sweep for a control cell, any other otherwise). Δ = later − earlier test IoU, same seed"
+        " and config.",
+        "",
+        "| arm | condition · optimizer · lr_scale | runs (earlier → later) | n | mean Δ | sd Δ | max abs Δ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (condition, optimizer, scale, arm, first, last), diffs in sorted(by_arm.items()):
+        d = np.array(diffs)
+        sd = np.std(d, ddof=1) if len(d) > 1 else math.nan
+        lines.append(
+            f"| {arm} | {condition} · {optimizer} · {scale:g} | {first} → {last} | {len(d)} | {d.mean():+.4f} "
+            f"| {fmt(sd)} | {np.abs(d).max():.4f} |"
+        )
     return lines
 
 
