@@ -398,3 +398,27 @@ def test_a_seed_run_twice_counts_once_per_cell_and_the_replication_is_reported(t
     assert (
         "| sigmoid_mse | plain · adamw · 1 | atlas_confirm → atlas_controls | 6 | +0.0040 | 0.0000 | 0.0040 |" in report
     )
+
+
+def test_a_claim_that_changes_on_the_earlier_replication_says_so(tmp_path):
+    """The same seeds run twice (run.json's start orders them): the claim is decided on the latest runs and the
+    earlier runs' numbers and status are shown beside it."""
+    import json as json_
+
+    first = Sweep(tmp_path / "first", "atlas_confirm")
+    second = Sweep(tmp_path / "second", "atlas_confirm")
+    for i, seed in enumerate(SEEDS):
+        first.job("sigmoid_bce", seed, test=BCE[i])
+        first.job("tanh_mse", seed, test=2 * BCE[i] - TANH[i])  # -0.0105: tanh_mse worse, resolved
+        second.job("tanh_mse", seed, test=BCE[i] + 0.0004 * (-1) ** i)  # the rerun: no difference
+    for sweep, when in ((first, "2026-12-01 10:00:00"), (second, "2026-12-02 10:00:00")):
+        for job in sweep.root.iterdir():
+            if job.is_dir():
+                (job / "run.json").write_text(json_.dumps({"started": when}))
+    from scripts.atlas import main
+
+    report = main([str(second.root), str(first.root), "--out", str(tmp_path / "out")]).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| adamw, shared lr: tanh_mse is worse"))
+    assert "Δ +0.0000" in row and "on the earlier replication: Δ -0.0105" in row
+    assert row.endswith("| **refuted**; on the earlier replication: **supported** |")  # equivalent now
+    assert "| tanh_mse | plain · adamw · 1 | atlas_confirm → atlas_confirm | 6 |" in report

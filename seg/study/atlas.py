@@ -271,18 +271,19 @@ def finished_measurements(runs: list[Run]) -> list[Run]:
     return [r for r in runs if not r.selection and r.summary is not None and METRIC in r.summary]
 
 
-def measured_runs(runs: list[Run], prefer: str | None = None) -> Table:
+def measured_runs(runs: list[Run], prefer: str | None = None, latest: bool = True) -> Table:
     """(condition, optimizer, lr_scale, arm) -> {seed: run}. A seed of an arm that ran more than once (the
     controls' sweep reruns the plain heads; an arm rerun on another machine, whose CPU kernels differ in their last
     bits) counts once: the run of the `prefer`red experiment, else of any experiment but the controls', and of
-    those the latest. Every replication is reported apart (`replications`)."""
+    those the latest (`latest=False`: the earliest, to show what a claim says on the other replication). Every
+    replication is reported apart (`replications`)."""
 
-    def rank(run: Run):  # ascending: the best-ranked run is written last and stays
-        own = run.experiment == prefer if prefer else run.experiment != CONTROLS_EXPERIMENT
-        return own, started(run)
+    def own(run: Run) -> bool:
+        return run.experiment == prefer if prefer else run.experiment != CONTROLS_EXPERIMENT
 
+    by_start = sorted(finished_measurements(runs), key=started, reverse=not latest)
     table: Table = defaultdict(dict)
-    for run in sorted(finished_measurements(runs), key=rank):
+    for run in sorted(by_start, key=own):  # stable: the best-ranked run is written last and stays
         table[(run.condition, run.optimizer, run.lr_scale, run.arm)][run.seed] = run
     return table
 
@@ -369,10 +370,10 @@ def tuned_scales(best: dict[tuple[str, str], float], optimizer: str, pair) -> tu
     return None
 
 
-def atlas_cells(runs: list[Run]) -> list[Cell]:
+def atlas_cells(runs: list[Run], latest: bool = True) -> list[Cell]:
     """Every comparison the runs support or were meant to: per condition and optimizer, at the shared lr and at
     the tuned rates (each head's own best lr_scale on the plain selection grid), then the exact controls."""
-    table, best = measured_runs(runs), best_scales(lr_grid(runs))
+    table, best = measured_runs(runs, latest=latest), best_scales(lr_grid(runs))
     contexts = sorted({(r.condition, r.optimizer) for r in runs if not r.selection}, key=lambda c: (c[0] != PLAIN, c))
     contexts += [(PLAIN, o) for o in sorted({r.optimizer for r in runs if r.selection}) if (PLAIN, o) not in contexts]
     cells = []
@@ -398,9 +399,8 @@ def atlas_cells(runs: list[Run]) -> list[Cell]:
                 cell = compare(table, condition, optimizer, "matched lr", pair, tuned)
                 cell.primary = pair == PRIMARY
                 cells.append(cell)
-    cells += control_cells(
-        measured_runs(runs, prefer=CONTROLS_EXPERIMENT), runs
-    )  # each control with its own sweep's partner
+    controls = measured_runs(runs, prefer=CONTROLS_EXPERIMENT, latest=latest)  # each with its own sweep's partner
+    cells += control_cells(controls, runs)
     add_interactions(cells)
     apply_holm(cells)
     return cells

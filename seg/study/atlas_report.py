@@ -89,7 +89,7 @@ def render_markdown(directories, runs, cells, heatmap, curves, shifts=None, fail
         "    python scripts/atlas.py " + " ".join(map(str, directories)),
         "",
     ]
-    lines += _claims_section(cells, shifts or {}, failure or {})
+    lines += _claims_section(cells, shifts or {}, failure or {}, runs)
     lines += _arms_section(directories, runs)
     lines += _schedule_section(runs)
     lines += _cells_section(cells)
@@ -151,20 +151,37 @@ def _schedule_section(runs) -> list[str]:
     ]
 
 
-def _claims_section(cells, shifts, failure) -> list[str]:
+def _claims_section(cells, shifts, failure, runs=()) -> list[str]:
     claims = claims_of.cell_claims(cells) + claims_of.shift_claims(shifts) + claims_of.failure_claims(failure)
+    if replications(list(runs)):  # what each claim says on the other run of every replicated seed
+        other = {c.claim: c for c in claims_of.cell_claims(atlas_cells(list(runs), latest=False))}
+        claims = [_with_other_replication(c, other.get(c.claim)) for c in claims]
     lines = [
         "## Claims",
         "",
         "Each claim, the test that decides it (docs/results/atlas/preregistration.md), its numbers and its status: "
         "supported, refuted, unresolved (the test decides neither way) or untested (its runs are missing; the "
-        "commands are at the end).",
+        "commands are at the end). Where a seed ran twice (Replications, below), a claim is computed on the "
+        "latest runs, and on the earlier ones beside it when that changes its numbers.",
         "",
         "| claim | test | numbers | status |",
         "|---|---|---|---|",
     ]
     lines += [f"| {c.claim} | {c.test} | {c.numbers} | **{c.status}** |" for c in claims]
     return lines + [""]
+
+
+def _with_other_replication(claim, other):
+    """A claim with what it says on the earlier runs of its replicated seeds, when that differs."""
+    if other is None or other.numbers == claim.numbers:
+        return claim
+    numbers = f"{claim.numbers}; on the earlier replication: {other.numbers}"
+    status = (
+        claim.status
+        if other.status == claim.status
+        else f"{claim.status}**; on the earlier replication: **{other.status}"
+    )
+    return claims_of.Claim(claim.claim, claim.test, numbers, status)
 
 
 def _cells_section(cells: list[Cell]) -> list[str]:
