@@ -299,6 +299,14 @@ def test_lr_shift_is_fitted_on_the_mechanism_grid(tmp_path):
     assert shifts["sgd"]["sigmoid_mse"]["shift"] == pytest.approx(2.0, rel=0.02)
     claims = {c.claim.split(":")[0]: c.status for c in shift_claims(shifts)}
     assert claims == {"sgd": "supported", "adamw": "untested"}
+    # the grid's upward extension picks tuned rates but never enters the declared fit
+    top = Sweep(tmp_path / "atlas_mechanism_top", "atlas_mechanism_top")
+    for head in ("sigmoid_bce", "tanh_mse", "sigmoid_mse"):
+        for seed in range(3):
+            top.job(head, seed, scale=8.0, optimizer="sgd", val=0.95 if head == "tanh_mse" else 0.1, test=0.1)
+    runs = load_runs([grid.root, top.root])
+    assert lr_shifts(runs)["sgd"]["tanh_mse"]["shift"] == pytest.approx(shifts["sgd"]["tanh_mse"]["shift"])
+    assert best_scales(lr_grid(runs))[("sgd", "tanh_mse")] == 8.0
 
 
 def test_the_exact_control_steps_the_last_layer_by_its_own_lr_and_names_its_command(tmp_path):
