@@ -116,6 +116,12 @@ class Run:
     lr: float | None  # the optimizer's resolved lr, from the run's config.yaml
     model: str = DEFAULT_MODEL  # the model= option (unet_last_init2: a control)
     last_lr: float = 1.0  # last_layer_lr_scale (2: the control that steps the last layer x2)
+    started: str = ""  # when the job started (its run.json): orders the replications of one seed; "" unknown
+
+    @property
+    def cell_key(self) -> tuple:
+        """(condition, optimizer, lr_scale, arm): the cell side this run measures (a Table's key)."""
+        return self.condition, self.optimizer, self.lr_scale, self.arm
 
     @property
     def arm(self) -> str:
@@ -165,7 +171,15 @@ def to_run(job: Job) -> Run:
         lr=lr,
         model=o.get("model", DEFAULT_MODEL),
         last_lr=float(o.get("last_layer_lr_scale", 1.0)),
+        started=start_time(job.path),
     )
+
+
+def start_time(job_dir: Path) -> str:
+    try:
+        return str(json.loads((job_dir / "run.json").read_text()).get("started", ""))
+    except (OSError, ValueError):
+        return ""
 
 
 def load_runs(directories: list[Path]) -> list[Run]:
@@ -259,14 +273,6 @@ class Cell:
 Table = dict[tuple, dict[str, Run]]  # (condition, optimizer, lr_scale, arm) -> {seed: finished measurement run}
 
 
-def started(run: Run) -> str:
-    """When the job started (its run.json), to order the replications of one seed; "" when unknown."""
-    try:
-        return str(json.loads((run.path / "run.json").read_text()).get("started", ""))
-    except (OSError, ValueError):
-        return ""
-
-
 def finished_measurements(runs: list[Run]) -> list[Run]:
     return [r for r in runs if not r.selection and r.summary is not None and METRIC in r.summary]
 
@@ -281,10 +287,10 @@ def measured_runs(runs: list[Run], prefer: str | None = None, latest: bool = Tru
     def own(run: Run) -> bool:
         return run.experiment == prefer if prefer else run.experiment != CONTROLS_EXPERIMENT
 
-    by_start = sorted(finished_measurements(runs), key=started, reverse=not latest)
+    by_start = sorted(finished_measurements(runs), key=lambda run: run.started, reverse=not latest)
     table: Table = defaultdict(dict)
     for run in sorted(by_start, key=own):  # stable: the best-ranked run is written last and stays
-        table[(run.condition, run.optimizer, run.lr_scale, run.arm)][run.seed] = run
+        table[run.cell_key][run.seed] = run
     return table
 
 
@@ -292,8 +298,12 @@ def replications(runs: list[Run]) -> list[tuple[tuple, str, list[Run]]]:
     """(cell key, seed, runs in start order) for every measured seed of an arm that ran more than once."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in finished_measurements(runs):
-        groups[((run.condition, run.optimizer, run.lr_scale, run.arm), run.seed)].append(run)
-    return [(key, seed, sorted(group, key=started)) for (key, seed), group in groups.items() if len(group) > 1]
+        groups[(run.cell_key, run.seed)].append(run)
+    return [
+        (key, seed, sorted(group, key=lambda run: run.started))
+        for (key, seed), group in groups.items()
+        if len(group) > 1
+    ]
 
 
 def measured(runs: list[Run]) -> dict[tuple, dict[str, float]]:

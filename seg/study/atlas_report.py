@@ -151,10 +151,10 @@ def _schedule_section(runs) -> list[str]:
     ]
 
 
-def _claims_section(cells, shifts, failure, runs=()) -> list[str]:
+def _claims_section(cells, shifts, failure, runs) -> list[str]:
     claims = claims_of.cell_claims(cells) + claims_of.shift_claims(shifts) + claims_of.failure_claims(failure)
-    if replications(list(runs)):  # what each claim says on the other run of every replicated seed
-        other = {c.claim: c for c in claims_of.cell_claims(atlas_cells(list(runs), latest=False))}
+    if replications(runs):  # what each claim says on the other run of every replicated seed
+        other = {c.claim: c for c in claims_of.cell_claims(atlas_cells(runs, latest=False))}
         claims = [_with_other_replication(c, other.get(c.claim)) for c in claims]
     lines = [
         "## Claims",
@@ -450,6 +450,10 @@ def _lr_section(runs, curves: Path | None) -> list[str]:
     if not grid:
         return []
     best = best_scales(grid)
+    top: dict[tuple[str, str], float] = {}  # (optimizer, head) -> the grid's largest lr_scale
+    for p in grid:
+        top[(p.optimizer, p.head)] = max(p.lr_scale, top.get((p.optimizer, p.head), p.lr_scale))
+    censored = sorted(key for key, scale in best.items() if scale == top[key])
     lines = [
         "",
         "## Learning rates (selection seeds)",
@@ -457,17 +461,17 @@ def _lr_section(runs, curves: Path | None) -> list[str]:
         "Each head's lr is chosen per optimizer on mean val IoU of the selection seeds; the verdicts above use "
         "only fresh seeds at those rates.",
         "",
-        "| optimizer | head | lr_scale | peak lr | n | val IoU mean | sd | chosen |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    top = {key: max(p.lr_scale for p in grid if (p.optimizer, p.head) == key) for key in best}
-    censored = sorted(key for key, scale in best.items() if scale == top[key])
     if censored:
-        lines[-2:-2] = [
+        lines += [
             "A head whose best rate is its grid's largest (◀ top) is censored there: its tuned lr is the largest "
             f"tried, its peak may lie above ({', '.join(f'{o} {h}' for o, h in censored)}).",
             "",
         ]
+    lines += [
+        "| optimizer | head | lr_scale | peak lr | n | val IoU mean | sd | chosen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p in grid:
         sd = np.std(p.val, ddof=1) if len(p.val) > 1 else math.nan
         chosen = "◀" if best[(p.optimizer, p.head)] == p.lr_scale else ""
