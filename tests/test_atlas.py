@@ -359,6 +359,46 @@ def test_a_regime_arm_is_its_own_condition_family_and_interaction_with_best_and_
     }
 
 
+def test_a_regime_arms_claims_read_the_best_checkpoint_the_final_weights_and_their_difference(tmp_path, atlas):
+    """Per regime arm: the folklore at the best checkpoint (Holm, regime family), at the final weights, the
+    best-to-final loss of each head (a paired contrast of the two Δs) and the final weights' ECE, with numbers
+    computed here by hand."""
+    from scipy import stats as scipy_stats
+
+    from seg.study.atlas import best_to_last, metric_cell
+
+    regime = Sweep(tmp_path / "regime_noise", "regime_small")
+    i = np.arange(6)
+    bce_best = 0.80 + 0.001 * i
+    tanh_best = bce_best + 0.01 + 0.001 * (-1) ** i
+    bce_last, tanh_last = bce_best - 0.04 - 0.002 * i, tanh_best - 0.01  # sigmoid_bce memorises more
+    bce_ece, tanh_ece = 0.05 + 0.001 * i, np.full(6, 0.02)
+    for k, seed in enumerate(SEEDS):
+        regime.job(
+            "sigmoid_bce", seed, test=bce_best[k], extra={"last/test/iou": bce_last[k], "last/test/ece": bce_ece[k]}
+        )
+        regime.job(
+            "tanh_mse", seed, test=tanh_best[k], extra={"last/test/iou": tanh_last[k], "last/test/ece": tanh_ece[k]}
+        )
+    cells = atlas_cells(load_runs([*atlas, regime.root]))
+    cell = cells_by_name(cells)[("regime small · adamw · shared lr", "tanh_mse − sigmoid_bce")]
+    contrast = (tanh_last - bce_last) - (tanh_best - bce_best)  # 0.03 + 0.002 i
+    moved = best_to_last(cell)
+    assert moved.stats["mean_diff"] == pytest.approx(contrast.mean()) == pytest.approx(0.035)
+    assert moved.stats["t_p"] == pytest.approx(scipy_stats.ttest_1samp(contrast, 0).pvalue)
+    last = metric_cell(cell, "last/test/iou")
+    assert last.seeds["12"] == pytest.approx((tanh_last[2], bce_last[2]))
+    assert last.tost["p"] > 0.05  # Δ ≈ +0.045: far outside ±0.005
+    claims = {c.claim: c for c in cell_claims(cells)}
+    where = "regime small (adamw, shared lr)"
+    assert claims[f"{where}, best checkpoint: tanh_mse beats sigmoid_bce"].status == "supported"
+    assert claims[f"{where}, final weights: tanh_mse beats sigmoid_bce"].status == "supported"
+    moved_claim = [c for k, c in claims.items() if k.startswith(f"{where}: tanh_mse loses less")]
+    assert [c.status for c in moved_claim] == ["supported"]
+    ece = claims[f"{where}, final weights: tanh_mse is better calibrated (ECE lower)"]
+    assert ece.status == "supported" and "Δ -0.0325" in ece.numbers and "TOST n/a" in ece.numbers
+
+
 def test_heads_tuned_to_one_scale_other_than_the_shared_one_form_the_primary_matched_cell(tmp_path):
     """Every head peaking at the grid's same lr_scale (2 here, not the shared 1) still gives a matched-lr cell, and
     it is the primary one: the runs at that scale are not read as another "shared lr"."""

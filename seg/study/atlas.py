@@ -56,7 +56,8 @@ CONTROL_HEADS = frozenset(p.stem for p in (PROJECT_DIR / "conf" / "head" / "cont
 # Read from summary.json when the run wrote them, else from the last row of its metrics.csv (callbacks).
 OPERATING_METRICS = ("test/iou@val_threshold", "test/ap", "test/ece", "test/brier", "test/boundary_iou", "test/cldice")
 # The final weights beside the best checkpoint (evaluate_last, the regime arms): what early stopping hides.
-LAST_METRICS = ("last/test/iou", "last/test/iou@val_threshold", "last/test/ece", "last/test/brier")
+LAST_IOU = "last/test/iou"
+LAST_METRICS = (LAST_IOU, "last/test/iou@val_threshold", "last/test/ece", "last/test/brier")
 # The regime arms (experiment=regime_*, docs/results/regimes/preregistration.md): each is a condition of its own,
 # named `regime <arm>` (and the label-noise rate where it sweeps one); their primary cells form their own family.
 REGIME = "regime_"
@@ -367,7 +368,42 @@ def compare(table: Table, condition, optimizer, setting, pair, scales, experimen
         a, b = values(sides[0], metric), values(sides[1], metric)
         if set(a) & set(b):
             cell.metrics[metric] = paired_comparison(a, b)
+            if metric in LAST_METRICS:  # the regime arms' second endpoint: per seed, and TOST for its IoU
+                both = sorted(set(a) & set(b), key=_seed_order)
+                cell.metrics[metric]["per_seed"] = {s: {"head": a[s], "against": b[s]} for s in both}
+                if metric == LAST_IOU:
+                    cell.metrics[metric]["tost"] = tost([a[s] - b[s] for s in both])
     return cell
+
+
+def metric_cell(cell: Cell, metric: str) -> Cell | None:
+    """The cell as if `metric` (one of LAST_METRICS) were its endpoint: its paired Δ, per-seed values and TOST;
+    a secondary comparison (uncorrected p). None when the cell has no per-seed values of it."""
+    measured = cell.metrics.get(metric)
+    if not measured or "per_seed" not in measured:
+        return None
+    stats = {k: v for k, v in measured.items() if k not in ("per_seed", "tost")}
+    seeds = {s: (v["head"], v["against"]) for s, v in measured["per_seed"].items()}
+    return Cell(
+        cell.condition, cell.optimizer, cell.setting, cell.head, cell.against, cell.scales,
+        stats=stats, seeds=seeds, tost=measured.get("tost"),
+    )  # fmt: skip
+
+
+def best_to_last(cell: Cell) -> Cell | None:
+    """Per seed, (final weights' Δ) − (best checkpoint's Δ), Δ = head − against in test IoU: positive when the
+    head loses less than `against` between its best checkpoint and its final weights (memorises less), as a
+    paired comparison with TOST. None without the final weights' per-seed values."""
+    last = metric_cell(cell, LAST_IOU)
+    if last is None:
+        return None
+    both = sorted(set(last.seeds) & set(cell.seeds), key=_seed_order)
+    late = {s: last.seeds[s][0] - last.seeds[s][1] for s in both}
+    best = {s: cell.seeds[s][0] - cell.seeds[s][1] for s in both}
+    return Cell(
+        cell.condition, cell.optimizer, cell.setting, cell.head, cell.against, cell.scales,
+        stats=paired_comparison(late, best), tost=tost([late[s] - best[s] for s in both]),
+    )  # fmt: skip
 
 
 def _seed_order(seed: str):

@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from seg.study.atlas import (
     BASELINE,
     CONTROL,
+    LAST_IOU,
     PLAIN,
     PREDICTED_SHIFTS,
     TANH,
     Cell,
+    best_to_last,
     equivalent,
+    is_regime,
+    metric_cell,
     significance,
     survives_tuned_threshold,
 )
@@ -115,6 +119,34 @@ def cell_claims(cells: list[Cell]) -> list[Claim]:
     for cell in cells:
         if cell.interaction is not None and (cell.head, cell.against) == (TANH, BASELINE):
             claims.append(interaction_claim(cell))
+    return claims + regime_claims(cells)
+
+
+def regime_claims(cells: list[Cell]) -> list[Claim]:
+    """Per regime arm (docs/results/regimes/preregistration.md), the folklore and what a bounded loss is expected
+    to do late in training: win at the best checkpoint, win at the final weights, lose less between the two, and
+    end better calibrated. Only the first is in the regime family (Holm); the rest are secondary."""
+    claims = []
+    for cell in cells:
+        if not (cell.primary and is_regime(cell.condition)):
+            continue
+        where = f"{cell.condition} ({cell.optimizer}, {cell.setting})"
+        last = metric_cell(cell, LAST_IOU)
+        claims += [
+            difference(f"{where}, best checkpoint: tanh_mse beats sigmoid_bce", cell, sign=1),
+            difference(f"{where}, final weights: tanh_mse beats sigmoid_bce", last, sign=1),
+            difference(
+                f"{where}: tanh_mse loses less than sigmoid_bce from its best checkpoint to its final weights"
+                " (Δ final − Δ best > 0)",
+                best_to_last(cell),
+                sign=1,
+            ),
+            difference(
+                f"{where}, final weights: tanh_mse is better calibrated (ECE lower)",
+                metric_cell(cell, "last/test/ece"),
+                sign=-1,
+            ),
+        ]
     return claims
 
 
