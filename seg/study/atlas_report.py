@@ -185,14 +185,16 @@ def _with_other_replication(claim, other):
 
 
 def _cells_section(cells: list[Cell]) -> list[str]:
-    n_primary = sum(c.p_holm == c.p_holm for c in cells)
+    n_atlas = sum(c.p_holm == c.p_holm and not is_regime(c.condition) for c in cells)
+    n_regime = sum(c.p_holm == c.p_holm and is_regime(c.condition) for c in cells)
+    regimes = f"; the regime arms' primary cells, {n_regime}, are a family of their own" if n_regime else ""
     lines = [
         "## Every cell: paired Δ test IoU",
         "",
         "Δ = the first arm − the second, per seed, on the seeds both ran (measurement seeds only). CI: 95% BCa "
         "bootstrap of the mean Δ; t CI: 95% Student-t. p: exact Wilcoxon signed-rank (two-sided) and paired t. "
-        f"Holm: over the declared primary family only (tanh_mse − sigmoid_bce at the tuned rates, {n_primary} "
-        "tested cells, marked P); every other cell is secondary and its p is uncorrected. TOST: paired "
+        f"Holm: over the declared primary family only (tanh_mse − sigmoid_bce at the tuned rates, {n_atlas} "
+        f"tested cells, marked P{regimes}); every other cell is secondary and its p is uncorrected. TOST: paired "
         f"equivalence within ±{MARGIN:g}. Collapsed: seeds with test IoU < {COLLAPSE_BELOW:g} (head / other), "
         "Fisher p of the two rates, and Δ over the seeds where neither collapsed. Detectable: the smallest true "
         f"mean Δ a paired t-test on these seeds finds with 80% power at α = {ALPHA}. Verdict: * p < {ALPHA} with "
