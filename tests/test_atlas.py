@@ -367,7 +367,7 @@ def test_a_regime_arms_claims_read_the_best_checkpoint_the_final_weights_and_the
 
     from seg.study.atlas import best_to_last, metric_cell
 
-    regime = Sweep(tmp_path / "regime_noise", "regime_small")
+    regime = Sweep(tmp_path / "regime_small", "regime_small")
     i = np.arange(6)
     bce_best = 0.80 + 0.001 * i
     tanh_best = bce_best + 0.01 + 0.001 * (-1) ** i
