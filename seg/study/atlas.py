@@ -58,6 +58,9 @@ OPERATING_METRICS = ("test/iou@val_threshold", "test/ap", "test/ece", "test/brie
 # The final weights beside the best checkpoint (evaluate_last, the regime arms): what early stopping hides.
 LAST_IOU = "last/test/iou"
 LAST_METRICS = (LAST_IOU, "last/test/iou@val_threshold", "last/test/ece", "last/test/brier")
+# How closely the final epoch fits the training labels (noisy ones in the noise arm): what memorising raises. Read
+# only where the final weights were scored, i.e. in the regime arms, whose long schedules can memorise.
+FIT_METRIC = "train/iou"
 # The regime arms (experiment=regime_*, docs/results/regimes/preregistration.md): each is a condition of its own,
 # named `regime <arm>` (and the label-noise rate where it sweeps one); their primary cells form their own family.
 REGIME = "regime_"
@@ -364,11 +367,13 @@ def compare(table: Table, condition, optimizer, setting, pair, scales, experimen
     cell.seeds = {seed: (head_iou[seed], base_iou[seed]) for seed in common}
     cell.tost = tost([head_iou[s] - base_iou[s] for s in common])
     cell.collapse = collapse_endpoint(head_iou, base_iou)
-    for metric in (*OPERATING_METRICS, *LAST_METRICS):
+    for metric in (*OPERATING_METRICS, *LAST_METRICS, FIT_METRIC):
+        if metric == FIT_METRIC and LAST_IOU not in cell.metrics:
+            continue
         a, b = values(sides[0], metric), values(sides[1], metric)
         if set(a) & set(b):
             cell.metrics[metric] = paired_comparison(a, b)
-            if metric in LAST_METRICS:  # the regime arms' second endpoint: per seed, and TOST for its IoU
+            if metric in (*LAST_METRICS, FIT_METRIC):  # the regime arms' endpoints: per seed, TOST for their IoU
                 both = sorted(set(a) & set(b), key=_seed_order)
                 cell.metrics[metric]["per_seed"] = {s: {"head": a[s], "against": b[s]} for s in both}
                 if metric == LAST_IOU:
@@ -377,7 +382,7 @@ def compare(table: Table, condition, optimizer, setting, pair, scales, experimen
 
 
 def metric_cell(cell: Cell, metric: str) -> Cell | None:
-    """The cell as if `metric` (one of LAST_METRICS) were its endpoint: its paired Δ, per-seed values and TOST;
+    """The cell as if `metric` (one of LAST_METRICS or FIT_METRIC) were its endpoint: its paired Δ, per-seed values and TOST;
     a secondary comparison (uncorrected p). None when the cell has no per-seed values of it."""
     measured = cell.metrics.get(metric)
     if not measured or "per_seed" not in measured:

@@ -18,6 +18,7 @@ from seg.study.atlas import (
     ALPHA,
     BASELINE,
     DEFAULT_OPTIMIZER,
+    FIT_METRIC,
     LAST_METRICS,
     METRIC,
     MIN_SEEDS,
@@ -307,13 +308,14 @@ def _last_weights_section(cells: list[Cell]) -> list[str]:
         "## Best checkpoint and final weights",
         "",
         "Paired Δ (head − other) with its 95% t CI: test IoU of the best checkpoint (by val IoU), then the final "
-        "weights' test IoU, IoU at their val-tuned threshold, ECE and Brier.",
+        f"weights' test IoU, IoU at their val-tuned threshold, ECE and Brier, and `{FIT_METRIC}`: IoU of the last "
+        "training epoch against the training labels (the flipped ones in the noise arm), which memorising raises.",
         "",
-        "| cell | comparison | best: test/iou | " + " | ".join(LAST_METRICS) + " |",
-        "|---|---|---|" + "---|" * len(LAST_METRICS),
+        "| cell | comparison | best: test/iou | " + " | ".join((*LAST_METRICS, FIT_METRIC)) + " |",
+        "|---|---|---|" + "---|" * (len(LAST_METRICS) + 1),
     ]
     for c in rows:
-        cells_text = [_paired(c.stats)] + [_paired(c.metrics.get(m)) for m in LAST_METRICS]
+        cells_text = [_paired(c.stats)] + [_paired(c.metrics.get(m)) for m in (*LAST_METRICS, FIT_METRIC)]
         lines.append(f"| {c.context} | {c.comparison} | " + " | ".join(cells_text) + " |")
     return lines
 
