@@ -1,4 +1,4 @@
-"""The head atlas's figures: the heatmap of cells and val IoU against the learning rate."""
+"""The head atlas's figures: the heatmap of cells, val IoU against the learning rate, and the regime arms' curves."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import matplotlib
 import matplotlib.ticker
 import numpy as np
 
-from seg.study.atlas import ALPHA, COMPARISONS, Cell, Run, best_scales, lr_grid, significance
+from seg.study.atlas import ALPHA, COMPARISONS, Cell, Run, best_scales, is_regime, lr_grid, significance
 from seg.study.figures import new_figure, save_figure
+from seg.study.regimes import epoch_curves
 
 MARKS = {0: "", 1: "°", 2: "*"}  # in the heatmap and the table
 
@@ -73,5 +74,37 @@ def write_lr_figure(runs: list[Run], path: Path) -> bool:
         ax.set_title(f"{optimizer}: ring = the head's chosen lr", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return True
+
+
+def write_regime_curves(runs: list[Run], path: Path) -> bool:
+    """One panel per regime arm: per head (at its lr), val IoU on clean masks (solid) and train IoU on the
+    training labels (dashed, noisy in the noise arm) against the epoch, the mean over its finished seeds; what a
+    plateau, memorisation and overfitting look like, beside the per-seed counts of the report's table."""
+    groups: dict[str, dict[tuple[str, float], list]] = {}
+    for run in runs:
+        if is_regime(run.condition) and run.summary is not None:
+            val, train = epoch_curves(run.path / "csv" / "metrics.csv")
+            val = {e: v for e, v in val.items() if train and e <= max(train)}  # not the refit's extra validation
+            if val and train:
+                groups.setdefault(run.condition, {}).setdefault((run.arm, run.lr_scale), []).append((val, train))
+    if not groups:
+        return False
+    fig, axes = new_figure(4.2 * len(groups), 3.6, ncols=len(groups))
+    for ax, (condition, by_head) in zip(axes, sorted(groups.items()), strict=True):
+        for (arm, scale), curves in sorted(by_head.items()):
+            color = None
+            for kind, style in ((0, "-"), (1, "--")):
+                epochs = sorted(set.intersection(*(set(c[kind]) for c in curves)))
+                mean = [np.mean([c[kind][e] for c in curves]) for e in epochs]
+                name = f"{arm} @ {scale:g} (n={len(curves)})" if kind == 0 else None
+                (line,) = ax.plot(epochs, mean, style, color=color, lw=1.2, label=name)
+                color = line.get_color()
+        ax.set_title(condition, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("IoU: val (solid), train labels (dashed)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     save_figure(fig, path)
     return True

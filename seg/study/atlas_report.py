@@ -45,7 +45,7 @@ from seg.study.atlas import (
     verdict,
 )
 from seg.study.atlas_conditions import condition_facts
-from seg.study.atlas_figures import MARKS, write_heatmap, write_lr_figure
+from seg.study.atlas_figures import MARKS, write_heatmap, write_lr_figure, write_regime_curves
 from seg.study.failure import failure_table, failure_tests, summarize
 from seg.study.regimes import PLATEAU_WITHIN, criteria
 from seg.study.report import fmt, fmt_p
@@ -58,11 +58,12 @@ def render_atlas(directories: list[Path], runs: list[Run], out: Path) -> Path:
     cells = atlas_cells(runs)
     heatmap = out / "heatmap.png" if write_heatmap(cells, out / "heatmap.png") else None
     curves = out / "learning_rates.png" if write_lr_figure(runs, out / "learning_rates.png") else None
+    regime_curves = out / "regime_curves.png" if write_regime_curves(runs, out / "regime_curves.png") else None
     shifts = lr_shifts(runs)
     failure = {condition: failure_tests(by_head) for condition, by_head in failure_table(runs).items()}
     (out / "cells.json").write_text(to_json(cells) + "\n")
     report = out / "report.md"
-    report.write_text(render_markdown(directories, runs, cells, heatmap, curves, shifts, failure))
+    report.write_text(render_markdown(directories, runs, cells, heatmap, curves, shifts, failure, regime_curves))
     return report
 
 
@@ -81,7 +82,7 @@ def lr_shifts(runs: list[Run]) -> dict[str, dict[str, dict]]:
 # --- report.md ------------------------------------------------------------------------------------------
 
 
-def render_markdown(directories, runs, cells, heatmap, curves, shifts=None, failure=None) -> str:
+def render_markdown(directories, runs, cells, heatmap, curves, shifts=None, failure=None, regime_curves=None) -> str:
     lines = [
         "# The head atlas",
         "",
@@ -106,7 +107,7 @@ def render_markdown(directories, runs, cells, heatmap, curves, shifts=None, fail
     lines += _replications_section(runs)
     lines += _operating_point_section(cells)
     lines += _last_weights_section(cells)
-    lines += _regime_criteria_section(runs)
+    lines += _regime_criteria_section(runs, regime_curves)
     lines += _interactions_section(cells)
     lines += _lr_section(runs, curves)
     lines += _shift_section(shifts or {})
@@ -324,7 +325,7 @@ def _paired(m: dict | None) -> str:
     return f"{m['mean_diff']:+.4f} [{fmt(m['t_ci_low'])}, {fmt(m['t_ci_high'])}]" if m else ""
 
 
-def _regime_criteria_section(runs: list[Run]) -> list[str]:
+def _regime_criteria_section(runs: list[Run], figure: Path | None = None) -> list[str]:
     """Per regime and head: how many seeds plateaued, memorised, overfit (seg.study.regimes), from metrics.csv."""
     groups: dict[tuple[str, str, float], list] = {}
     for run in runs:
@@ -353,6 +354,8 @@ def _regime_criteria_section(runs: list[Run]) -> list[str]:
             f" | {np.median([f.peak_epoch for f in found]):g} | {np.median([f.peak_val - f.last_val for f in found]):.4f}"
             f" | {np.median([f.train_last - f.train_at_peak for f in found]):+.4f} |"
         )
+    if figure is not None:
+        lines += ["", f"![val and train IoU per epoch, mean over seeds, per regime arm and head]({figure.name})"]
     return lines
 
 
