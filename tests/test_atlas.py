@@ -351,7 +351,7 @@ def test_a_regime_arm_is_its_own_condition_family_and_interaction_with_best_and_
 
     report = main([*map(str, atlas), str(regime.root), "--out", str(tmp_path / "rendered")]).read_text()
     assert "## Best checkpoint and final weights" in report
-    assert "| regime small | sigmoid_bce | 1 | 6 | 0/6 | 6/6 | 6/6 | 19 | 0.0200 | +0.1500 |" in report
+    assert "| regime small | sigmoid_bce | 1 | 6 | 0/6 | 6/6 | 6/6 | 19 | 0.0200 | +0.1500 |  |" in report
     assert "![val and train IoU per epoch" in report and (tmp_path / "rendered" / "regime_curves.png").stat().st_size
     missing = {m for c in cells for m in c.missing if "regime_small" in m}
     assert missing == {  # sigmoid_mse did not run; its tuned lr_scale is 0.1

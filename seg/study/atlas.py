@@ -61,6 +61,11 @@ LAST_METRICS = (LAST_IOU, "last/test/iou@val_threshold", "last/test/ece", "last/
 # How closely the final epoch fits the training labels (noisy ones in the noise arm): what memorising raises. Read
 # only where the final weights were scored, i.e. in the regime arms, whose long schedules can memorise.
 FIT_METRIC = "train/iou"
+# Per job, beside summary.json, from scripts/memorisation.py (seg/inference/memorisation.py, which this layer may not
+# import): the share of flipped training pixels the final weights decide as their flipped label, and of the others
+# they get right; the noise arm's test of *how* a head resists noisy labels.
+MEMORISATION_FILE = "memorisation.json"
+MEMORISATION_METRICS = ("last/train/memorised", "last/train/kept_right")
 # The regime arms (experiment=regime_*, docs/results/regimes/preregistration.md): each is a condition of its own,
 # named `regime <arm>` (and the label-noise rate where it sweeps one); their primary cells form their own family.
 REGIME = "regime_"
@@ -121,6 +126,7 @@ class Run:
     model: str = DEFAULT_MODEL  # the model= option (unet_last_init2: a control)
     last_lr: float = 1.0  # last_layer_lr_scale (2: the control that steps the last layer x2)
     started: str = ""  # when the job started (its run.json): orders the replications of one seed; "" unknown
+    measured: dict = field(default_factory=dict)  # metrics measured after the run (MEMORISATION_FILE)
 
     @property
     def cell_key(self) -> tuple:
@@ -135,9 +141,12 @@ class Run:
         return "@".join(parts + ([f"last_lr{self.last_lr:g}"] if self.last_lr != 1.0 else []))
 
     def metric(self, name: str) -> float:
-        """A test metric of the finished run: summary.json's, else the last value its metrics.csv logged."""
+        """A metric of the finished run: summary.json's, else one measured after it, else the last value its
+        metrics.csv logged."""
         if self.summary is not None and name in self.summary and self.summary[name] is not None:
             return float(self.summary[name])
+        if name in self.measured:
+            return float(self.measured[name])
         curve = read_curve(Job(self.path, {}, self.summary), name)
         return curve[max(curve)] if curve else math.nan
 
@@ -176,7 +185,15 @@ def to_run(job: Job) -> Run:
         model=o.get("model", DEFAULT_MODEL),
         last_lr=float(o.get("last_layer_lr_scale", 1.0)),
         started=start_time(job.path),
+        measured=read_measured(job.path),
     )
+
+
+def read_measured(job_dir: Path) -> dict:
+    try:
+        return json.loads((job_dir / MEMORISATION_FILE).read_text())
+    except (OSError, ValueError):  # not measured (yet), or a partial write: the report shows it as missing
+        return {}
 
 
 def start_time(job_dir: Path) -> str:
@@ -367,13 +384,14 @@ def compare(table: Table, condition, optimizer, setting, pair, scales, experimen
     cell.seeds = {seed: (head_iou[seed], base_iou[seed]) for seed in common}
     cell.tost = tost([head_iou[s] - base_iou[s] for s in common])
     cell.collapse = collapse_endpoint(head_iou, base_iou)
-    for metric in (*OPERATING_METRICS, *LAST_METRICS, FIT_METRIC):
-        if metric == FIT_METRIC and LAST_IOU not in cell.metrics:
+    regime_metrics = (*LAST_METRICS, FIT_METRIC, *MEMORISATION_METRICS)
+    for metric in (*OPERATING_METRICS, *regime_metrics):
+        if metric in (FIT_METRIC, *MEMORISATION_METRICS) and LAST_IOU not in cell.metrics:
             continue
         a, b = values(sides[0], metric), values(sides[1], metric)
         if set(a) & set(b):
             cell.metrics[metric] = paired_comparison(a, b)
-            if metric in (*LAST_METRICS, FIT_METRIC):  # the regime arms' endpoints: per seed, TOST for their IoU
+            if metric in regime_metrics:  # the regime arms' endpoints: per seed, and TOST for their IoU
                 both = sorted(set(a) & set(b), key=_seed_order)
                 cell.metrics[metric]["per_seed"] = {s: {"head": a[s], "against": b[s]} for s in both}
                 if metric == LAST_IOU:
@@ -382,7 +400,7 @@ def compare(table: Table, condition, optimizer, setting, pair, scales, experimen
 
 
 def metric_cell(cell: Cell, metric: str) -> Cell | None:
-    """The cell as if `metric` (one of LAST_METRICS or FIT_METRIC) were its endpoint: its paired Δ, per-seed values and TOST;
+    """The cell as if `metric` (of LAST_METRICS, FIT_METRIC, MEMORISATION_METRICS) were its endpoint: its paired Δ, per-seed values and TOST;
     a secondary comparison (uncorrected p). None when the cell has no per-seed values of it."""
     measured = cell.metrics.get(metric)
     if not measured or "per_seed" not in measured:

@@ -20,6 +20,7 @@ from seg.study.atlas import (
     DEFAULT_OPTIMIZER,
     FIT_METRIC,
     LAST_METRICS,
+    MEMORISATION_METRICS,
     METRIC,
     MIN_SEEDS,
     OPERATING_METRICS,
@@ -304,19 +305,23 @@ def _last_weights_section(cells: list[Cell]) -> list[str]:
     rows = [c for c in cells if any(m in c.metrics for m in LAST_METRICS)]
     if not rows:
         return []
+    columns = (*LAST_METRICS, FIT_METRIC, *MEMORISATION_METRICS)
     lines = [
         "",
         "## Best checkpoint and final weights",
         "",
         "Paired Δ (head − other) with its 95% t CI: test IoU of the best checkpoint (by val IoU), then the final "
         f"weights' test IoU, IoU at their val-tuned threshold, ECE and Brier, and `{FIT_METRIC}`: IoU of the last "
-        "training epoch against the training labels (the flipped ones in the noise arm), which memorising raises.",
+        "training epoch against the training labels (the flipped ones in the noise arm), which memorising raises. "
+        "Where label noise was measured (`python scripts/memorisation.py <sweep folders>`), the final weights' "
+        "share of flipped training pixels decided as their flipped label (`memorised`) and of the other training "
+        "pixels decided right (`kept_right`).",
         "",
-        "| cell | comparison | best: test/iou | " + " | ".join((*LAST_METRICS, FIT_METRIC)) + " |",
-        "|---|---|---|" + "---|" * (len(LAST_METRICS) + 1),
+        "| cell | comparison | best: test/iou | " + " | ".join(columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
     ]
     for c in rows:
-        cells_text = [_paired(c.stats)] + [_paired(c.metrics.get(m)) for m in (*LAST_METRICS, FIT_METRIC)]
+        cells_text = [_paired(c.stats)] + [_paired(c.metrics.get(m)) for m in columns]
         lines.append(f"| {c.context} | {c.comparison} | " + " | ".join(cells_text) + " |")
     return lines
 
@@ -332,7 +337,7 @@ def _regime_criteria_section(runs: list[Run], figure: Path | None = None) -> lis
         if is_regime(run.condition) and run.summary is not None:
             found = criteria(run.seed, run.path / "csv" / "metrics.csv")
             if found is not None:
-                groups.setdefault((run.condition, run.arm, run.lr_scale), []).append(found)
+                groups.setdefault((run.condition, run.arm, run.lr_scale), []).append((found, run))
     if not groups:
         return []
     lines = [
@@ -343,16 +348,18 @@ def _regime_criteria_section(runs: list[Run], figure: Path | None = None) -> lis
         " *memorising* = train IoU (on the training labels, noisy where they are) higher at the last epoch than at"
         " val IoU's peak, and the last val IoU below the peak; *overfit* = the last val IoU below the peak.",
         "",
-        "| regime | head | lr_scale | seeds | plateau | memorising | overfit | peak epoch (median) | peak − last val IoU (median) | train IoU rise after the peak (median) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| regime | head | lr_scale | seeds | plateau | memorising | overfit | peak epoch (median) | peak − last val IoU (median) | train IoU rise after the peak (median) | flipped labels memorised: best / final weights (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (condition, arm, scale), found in sorted(groups.items()):
-        n = len(found)
+    for (condition, arm, scale), members in sorted(groups.items()):
+        found, n = [f for f, _ in members], len(members)
+        memorised = [np.median([r.metric(f"{k}train/memorised") for _, r in members]) for k in ("", "last/")]
         lines.append(
             f"| {condition} | {arm} | {scale:g} | {n} | {sum(f.plateaued for f in found)}/{n}"
             f" | {sum(f.memorising for f in found)}/{n} | {sum(f.overfit for f in found)}/{n}"
             f" | {np.median([f.peak_epoch for f in found]):g} | {np.median([f.peak_val - f.last_val for f in found]):.4f}"
-            f" | {np.median([f.train_last - f.train_at_peak for f in found]):+.4f} |"
+            f" | {np.median([f.train_last - f.train_at_peak for f in found]):+.4f}"
+            f" | {'' if math.isnan(memorised[1]) else f'{memorised[0]:.3f} / {memorised[1]:.3f}'} |"
         )
     if figure is not None:
         lines += ["", f"![val and train IoU per epoch, mean over seeds, per regime arm and head]({figure.name})"]

@@ -154,6 +154,15 @@ def regime_claims(cells: list[Cell]) -> list[Claim]:
                 sign=-1,
             ),
         ]
+        if "last/train/memorised" in cell.metrics:  # label-noise arms measured with scripts/memorisation.py
+            claims.append(
+                difference(
+                    f"{where}, final weights: tanh_mse memorises fewer flipped training labels (share of flipped"
+                    " pixels decided as their flipped label)",
+                    metric_cell(cell, "last/train/memorised"),
+                    sign=-1,
+                )
+            )
     return claims
 
 
