@@ -375,11 +375,16 @@ def test_a_regime_arms_claims_read_the_best_checkpoint_the_final_weights_and_the
     bce_last, tanh_last = bce_best - 0.04 - 0.002 * i, tanh_best - 0.01  # sigmoid_bce memorises more
     bce_ece, tanh_ece = 0.05 + 0.001 * i, np.full(6, 0.02)
     bce_fit, tanh_fit = 0.60 + 0.002 * i, np.full(6, 0.59)  # train IoU on the training labels: bce fits more
+    bce_memorised = 0.30 + 0.01 * i  # scripts/memorisation.py's share of flipped pixels, beside summary.json
     for k, seed in enumerate(SEEDS):
         bce = {"last/test/iou": bce_last[k], "last/test/ece": bce_ece[k], "train/iou": bce_fit[k]}
         regime.job("sigmoid_bce", seed, test=bce_best[k], extra=bce)
+        memorised = {"last/train/memorised": bce_memorised[k], "last/train/kept_right": 0.9}
+        (regime.root / str(regime.count - 1) / "memorisation.json").write_text(json.dumps(memorised))
         tanh = {"last/test/iou": tanh_last[k], "last/test/ece": tanh_ece[k], "train/iou": tanh_fit[k]}
         regime.job("tanh_mse", seed, test=tanh_best[k], extra=tanh)
+        memorised = {"last/train/memorised": 0.20, "last/train/kept_right": 0.9}
+        (regime.root / str(regime.count - 1) / "memorisation.json").write_text(json.dumps(memorised))
     cells = atlas_cells(load_runs([*atlas, regime.root]))
     cell = cells_by_name(cells)[("regime small · adamw · shared lr", "tanh_mse − sigmoid_bce")]
     contrast = (tanh_last - bce_last) - (tanh_best - bce_best)  # 0.03 + 0.002 i
@@ -399,6 +404,9 @@ def test_a_regime_arms_claims_read_the_best_checkpoint_the_final_weights_and_the
     assert ece.status == "supported" and "Δ -0.0325" in ece.numbers and "TOST n/a" in ece.numbers
     fit = [c for k, c in claims.items() if k.startswith(f"{where}, last epoch: tanh_mse fits its training labels less")]
     assert [c.status for c in fit] == ["supported"] and "Δ -0.0150" in fit[0].numbers  # -(0.01 + 0.002 · 2.5)
+    fewer = [c for k, c in claims.items() if k.startswith(f"{where}, final weights: tanh_mse memorises fewer")]
+    assert [c.status for c in fewer] == ["supported"] and "Δ -0.1250" in fewer[0].numbers  # -(0.10 + 0.01 · 2.5)
+    assert cell.metrics["last/train/kept_right"]["mean_diff"] == pytest.approx(0.0)
 
 
 def test_heads_tuned_to_one_scale_other_than_the_shared_one_form_the_primary_matched_cell(tmp_path):
