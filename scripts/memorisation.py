@@ -21,18 +21,17 @@ from seg.errors import UserError  # noqa: E402
 from seg.inference.checkpoint import load_trained_model  # noqa: E402
 from seg.inference.memorisation import FILE, memorisation  # noqa: E402
 from seg.run.cli import quiet_library_noise, report_user_errors  # noqa: E402
+from seg.study.compare import find_jobs  # noqa: E402
 
 CHECKPOINTS = (("best.ckpt", "train/"), ("last.ckpt", "last/train/"))  # file, key prefix (as summary.json's)
 
 
 def finished_jobs(directories: list[Path]) -> list[Path]:
-    """Every job folder under the sweep folders that wrote summary.json (a finished run)."""
-    jobs = []
+    """Every Hydra job under the sweep folders that wrote summary.json (a finished run), as the atlas finds them."""
     for directory in directories:
         if not directory.is_dir():
             raise UserError(f"{directory}: not a folder; pass the multirun folders of label-noise sweeps")
-        jobs += sorted((p.parent for p in directory.glob("*/summary.json")), key=lambda p: (len(p.name), p.name))
-    return jobs
+    return [job.path for job in find_jobs(directories) if job.summary is not None]
 
 
 def measure(job: Path) -> dict[str, float]:
@@ -53,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     with report_user_errors():
         jobs = finished_jobs(args.dirs)
         if not jobs:
-            raise UserError(f"{', '.join(map(str, args.dirs))}: no finished job (no */summary.json)")
+            raise UserError(
+                f"{', '.join(map(str, args.dirs))}: no finished job (no */.hydra/overrides.yaml with summary.json)"
+            )
         written = 0
         for number, job in enumerate(jobs, 1):
             out = job / FILE

@@ -83,6 +83,8 @@ def test_the_script_measures_a_trained_noisy_run_once_and_the_atlas_reads_it(tmp
     job = sweep / "0"
     config = compose_config([*tiny_overrides(tmp_path), FLIPS, f"paths.output_dir={job}", "evaluate_last=true"])
     train(config)
+    (job / ".hydra").mkdir(exist_ok=True)  # what a Hydra sweep's job holds, and how jobs are found
+    (job / ".hydra" / "overrides.yaml").write_text("- head=sigmoid_bce\n- seed=0\n- experiment=regime_noise\n")
     assert main([str(sweep)]) == 0
     measured = json.loads((job / "memorisation.json").read_text())
     for prefix in ("train/", "last/train/"):
@@ -91,8 +93,6 @@ def test_the_script_measures_a_trained_noisy_run_once_and_the_atlas_reads_it(tmp
     before = (job / "memorisation.json").stat().st_mtime_ns
     main([str(sweep)])
     assert (job / "memorisation.json").stat().st_mtime_ns == before  # up to date: not measured again
-    (job / ".hydra").mkdir(exist_ok=True)  # what a Hydra sweep's job holds, and how the atlas finds its jobs
-    (job / ".hydra" / "overrides.yaml").write_text("- head=sigmoid_bce\n- seed=0\n- experiment=regime_noise\n")
     (run,) = load_runs([sweep])
     assert run.metric("last/train/memorised") == measured["last/train/memorised"]
 

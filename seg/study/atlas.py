@@ -66,6 +66,7 @@ FIT_METRIC = "train/iou"
 # they get right; the noise arm's test of *how* a head resists noisy labels.
 MEMORISATION_FILE = "memorisation.json"
 MEMORISATION_METRICS = ("last/train/memorised", "last/train/kept_right")
+REGIME_ONLY_METRICS = (FIT_METRIC, *MEMORISATION_METRICS)  # read only in cells whose final weights were scored
 # The regime arms (experiment=regime_*, docs/results/regimes/preregistration.md): each is a condition of its own,
 # named `regime <arm>` (and the label-noise rate where it sweeps one); their primary cells form their own family.
 REGIME = "regime_"
@@ -384,9 +385,9 @@ def compare(table: Table, condition, optimizer, setting, pair, scales, experimen
     cell.seeds = {seed: (head_iou[seed], base_iou[seed]) for seed in common}
     cell.tost = tost([head_iou[s] - base_iou[s] for s in common])
     cell.collapse = collapse_endpoint(head_iou, base_iou)
-    regime_metrics = (*LAST_METRICS, FIT_METRIC, *MEMORISATION_METRICS)
+    regime_metrics = (*LAST_METRICS, *REGIME_ONLY_METRICS)
     for metric in (*OPERATING_METRICS, *regime_metrics):
-        if metric in (FIT_METRIC, *MEMORISATION_METRICS) and LAST_IOU not in cell.metrics:
+        if metric in REGIME_ONLY_METRICS and LAST_IOU not in cell.metrics:  # LAST_IOU comes first in the loop
             continue
         a, b = values(sides[0], metric), values(sides[1], metric)
         if set(a) & set(b):
@@ -400,8 +401,8 @@ def compare(table: Table, condition, optimizer, setting, pair, scales, experimen
 
 
 def metric_cell(cell: Cell, metric: str) -> Cell | None:
-    """The cell as if `metric` (of LAST_METRICS, FIT_METRIC, MEMORISATION_METRICS) were its endpoint: its paired Δ, per-seed values and TOST;
-    a secondary comparison (uncorrected p). None when the cell has no per-seed values of it."""
+    """The cell as if `metric` (of LAST_METRICS and REGIME_ONLY_METRICS) were its endpoint: its paired Δ,
+    per-seed values and TOST; a secondary comparison (uncorrected p). None when the cell has no per-seed values."""
     measured = cell.metrics.get(metric)
     if not measured or "per_seed" not in measured:
         return None

@@ -126,7 +126,8 @@ def cell_claims(cells: list[Cell]) -> list[Claim]:
 def regime_claims(cells: list[Cell]) -> list[Claim]:
     """Per regime arm (docs/results/regimes/preregistration.md), the folklore and what a bounded loss is expected
     to do late in training: win at the best checkpoint, win at the final weights, lose less between the two, end
-    better calibrated, and fit its training labels less (memorise fewer flipped ones, the mechanism's first link). Only the first is in the regime family (Holm); the rest are secondary."""
+    better calibrated, and fit its training labels less (memorise fewer flipped ones, the mechanism's first
+    link). Only the first is in the regime family (Holm); the rest are secondary."""
     claims = []
     for cell in cells:
         if not (cell.primary and is_regime(cell.condition)):
