@@ -103,8 +103,10 @@ def interaction(
     Paired by seed when the same seeds ran both (a one-sample t on the per-seed contrasts); otherwise the two
     Δ means are independent and the interval is Welch's.
     """
-    cond = {s: condition_head[s] - condition_base[s] for s in set(condition_head) & set(condition_base)}
-    plain = {s: plain_head[s] - plain_base[s] for s in set(plain_head) & set(plain_base)}
+    # In seed order, not a set's (which changes with each process's hash seed): the sums, and so the last bits of
+    # every number below, are then the same on every rendering.
+    cond = {s: condition_head[s] - condition_base[s] for s in sorted(set(condition_head) & set(condition_base))}
+    plain = {s: plain_head[s] - plain_base[s] for s in sorted(set(plain_head) & set(plain_base))}
     common = sorted(set(cond) & set(plain))
     if len(common) >= 2 and len(common) == len(cond) == len(plain):
         contrast = np.array([cond[s] - plain[s] for s in common])
