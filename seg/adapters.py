@@ -30,7 +30,8 @@ TIP = "💡 Tip"  # advertising for Lightning's cloud services, at every Trainer
 # purpose (resumable), so the line says nothing, at every save.
 WEIGHTS_ONLY = ("lightning.pytorch.trainer.connectors.checkpoint_connector", "`weights_only` was not set")
 # Warnings that are expected and wrong on a resume: the datamodule restores the training stream's position
-# (seg/data/sampler.py), the CSV logger appends, and run.json guards the directory. Regular expressions.
+# (seg/data/sampler.py), the CSV log is written back (seg/run/loggers.py), and run.json guards the directory.
+# Regular expressions.
 RESUME_WARNINGS = (
     r"You're resuming from a checkpoint that ended before the epoch ended",
     r"Experiment logs directory .* exists and is not empty",

@@ -145,6 +145,10 @@ def test_a_sweep_killed_half_way_and_launched_again_gives_the_numbers_of_one_tha
         a = json.loads((tmp_path / "through" / job / "summary.json").read_text())
         b = json.loads((sweep / job / "summary.json").read_text())
         assert {k: a[k] for k in compared} == {k: b[k] for k in compared}, job
+        # the log too: job 1's rows from before the kill are kept, the steps since logged once (seg/run/loggers.py)
+        assert (sweep / job / "csv" / "metrics.csv").read_text() == (
+            tmp_path / "through" / job / "csv" / "metrics.csv"
+        ).read_text(), job
 
 
 def _saved_step(checkpoint: Path) -> int:

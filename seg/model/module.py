@@ -13,6 +13,7 @@ from seg.model.metrics import as_metric_input, segmentation_metrics
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]  # partial: params -> optimizer
 CONFIG_KEY = "seg_config"  # where each checkpoint holds its run's config (read by seg/inference/checkpoint.py)
+TRAIN_COUNTS_KEY = "train_metric_counts"  # the training epoch's counts so far (summed over DDP ranks)
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]  # partial: (optimizer, total_steps) -> scheduler
 
 
@@ -92,6 +93,30 @@ class SegmentationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.config is not None:
             checkpoint[CONFIG_KEY] = self.config
+        # A run resumed from a checkpoint saved mid-epoch logs that epoch's train/iou and train/dice over all its
+        # batches, as an uninterrupted run does, not over those after the resume only. Every rank saves (Lightning
+        # assembles the checkpoint on each), so the gather is a collective all of them reach.
+        if any(metric.update_count for metric in self.train_metrics.values()):
+            checkpoint[TRAIN_COUNTS_KEY] = {
+                name: {state: self._summed_over_ranks(value) for state, value in metric.metric_state.items()}
+                for name, metric in self.train_metrics.items()
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        counts = checkpoint.get(TRAIN_COUNTS_KEY)
+        if not counts:
+            return
+        nothing = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.train_metrics.update(nothing, nothing)  # counts nothing; marks the epoch's metrics as updated
+        if self.global_rank != 0:
+            return  # the saved counts are every rank's sum: held once, by rank 0, as compute() sums the ranks
+        for name, metric in self.train_metrics.items():
+            for state, value in counts[name].items():
+                setattr(metric, state, value.to(getattr(metric, state).device))
+
+    def _summed_over_ranks(self, value: Tensor) -> Tensor:
+        gathered = self.all_gather(value.detach())  # (world_size, ...) under DDP, `value` itself in one process
+        return (gathered.sum(0) if self.trainer.world_size > 1 else gathered).cpu()
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameter_groups())

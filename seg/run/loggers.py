@@ -1,14 +1,16 @@
 """Experiment loggers from `cfg.logger`: built, given the resolved config, and a missing optional package turned into
-one line that names the pip extra to install."""
+one line that names the pip extra to install. A resumed run's CSV log keeps the rows logged before its checkpoint."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
 from seg.errors import UserError
@@ -17,20 +19,56 @@ from seg.errors import UserError
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
+def build_loggers(cfg: DictConfig, *, resumed_at_step: int | None = None) -> list[Logger]:
     """One logger per entry of `cfg.logger`, each holding the resolved config (and so `tags`) as hyper-parameters.
 
     Logging the config starts the logger's experiment, which is where some loggers first import their package
     (WandbLogger does): a missing package then fails here, before any training, not at the first logged step.
+
+    `resumed_at_step`: the run continues from a checkpoint of that global step. Lightning's CSV writer deletes the
+    metrics.csv it finds when it starts; its rows logged before that step are read first and written back, so the
+    resumed run's metrics.csv reads as one that never stopped (the steps from there on are logged again).
     """
     hparams = OmegaConf.to_container(cfg, resolve=True)
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         with missing_package_hint(f"logger.{name}"):
             logger = instantiate(node)
+            kept = rows_before(logger, resumed_at_step)
             logger.log_hyperparams(hparams)
+        write_back(logger, kept)
         loggers.append(logger)
     return loggers
+
+
+def rows_before(logger: Logger, step: int | None) -> list[dict[str, str]]:
+    """The rows of a CSV logger's metrics.csv logged before `step` (Lightning logs a row of step s while the
+    optimizer step s + 1 runs, so a checkpoint of global step n holds what rows of steps < n record); [] when
+    nothing is resumed, for other loggers, or without a file."""
+    if step is None or not isinstance(logger, CSVLogger):
+        return []
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row.get("step") and int(row["step"]) < step]
+
+
+def write_back(logger: Logger, rows: list[dict[str, str]]) -> None:
+    """Log `rows` (as read from metrics.csv) again, unchanged, and write them out now."""
+    for row in rows:
+        values = {key: _number(text) for key, text in row.items() if key != "step" and text != ""}
+        logger.log_metrics(values, step=int(row["step"]))
+    if rows:
+        logger.save()
+
+
+def _number(text: str) -> int | float:
+    """The value a CSV cell was written from: an int (epoch) or a float, whose repr reads back the same text."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def finish_loggers(loggers: list[Logger]) -> None:

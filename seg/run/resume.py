@@ -51,6 +51,7 @@ class Continuation:
 
     checkpoint: Path | None = None
     saved: DictConfig | None = None  # the config `checkpoint` holds
+    step: int | None = None  # the global step `checkpoint` was saved at: logged rows from it on are logged again
     finished: dict | None = None  # the finished job's summary.json: nothing to run
 
     @property
@@ -87,9 +88,10 @@ def _resume(cfg: DictConfig) -> Continuation:
     last = run_dir / LAST_CHECKPOINT
     if not last.is_file():
         raise UserError(f"resume={cfg.resume}: {NO_CHECKPOINT}")
-    saved = _saved(run_dir)
+    checkpoint = read_checkpoint(last)
+    saved = saved_config(checkpoint)
     check_unchanged(saved, resolved(cfg), where=f"resume={cfg.resume}", run_dir=run_dir)
-    return Continuation(checkpoint=last, saved=saved)
+    return Continuation(checkpoint=last, saved=saved, step=checkpoint["global_step"])
 
 
 def check_unchanged(saved: DictConfig, current: DictConfig, *, where: str, run_dir: Path, sweep: bool = False) -> None:
@@ -206,9 +208,10 @@ def sweep_job(cfg: DictConfig) -> Continuation:
             check_unchanged(settled, current, where=where, run_dir=job_dir, sweep=True)
     if not last.is_file():
         return Continuation()  # never saved: the job starts again (rundir.claim decides whether it may)
-    saved = _saved(job_dir)
+    checkpoint = read_checkpoint(last)
+    saved = saved_config(checkpoint)
     check_unchanged(saved, current, where=where, run_dir=job_dir, sweep=True)
-    return Continuation(checkpoint=last, saved=saved)
+    return Continuation(checkpoint=last, saved=saved, step=checkpoint["global_step"])
 
 
 def _finished_summary(job_dir: Path) -> dict | None:

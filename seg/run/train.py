@@ -50,8 +50,11 @@ LAST_EPOCH = ("train/iou", "train/dice")  # of the last training epoch, as logge
 OPTIMIZABLE = (*REPORTED, *LAST_EPOCH, "train_seconds")  # the float entries of summary.json
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
-    """Instantiate module, data and trainer from a composed config; nothing runs yet.
+def build(
+    cfg: DictConfig, *, resumed_at_step: int | None = None
+) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
+    """Instantiate module, data and trainer from a composed config; nothing runs yet. `resumed_at_step`: the step
+    of the checkpoint a resumed run continues from (its loggers keep what was logged before it).
 
     `cfg` is not changed: the values the data settles (`auto` channels and normalization) go to the network as
     arguments and into the config the module stores in its checkpoints (`module.config`, see settled_config).
@@ -70,7 +73,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
         config=settled,
         last_layer_lr_scale=cfg.get("last_layer_lr_scale", 1.0),
     )
-    loggers = build_loggers(cfg)
+    loggers = build_loggers(cfg, resumed_at_step=resumed_at_step)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     return module, datamodule, trainer
@@ -153,7 +156,7 @@ def train(cfg: DictConfig) -> dict:
 
 def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, earlier: Continuation) -> dict:
     print_config_tree(cfg, run_dir / "config_tree.log")
-    module, datamodule, trainer = build(cfg)
+    module, datamodule, trainer = build(cfg, resumed_at_step=earlier.step)
     if earlier.resuming:
         check_settled(earlier.saved, module.config, where=f"resume {run_dir}")
         if (ratio := learning_rate_ratio(earlier.saved, cfg)) != 1.0:
