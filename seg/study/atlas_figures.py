@@ -92,15 +92,17 @@ def write_regime_curves(runs: list[Run], path: Path) -> bool:
     if not groups:
         return False
     fig, axes = new_figure(4.2 * len(groups), 3.6, ncols=len(groups))
+    heads = sorted({arm for by_head in groups.values() for arm, _ in by_head})
+    palette = dict(zip(heads, matplotlib.colormaps["tab10"].colors, strict=False))  # a head's colour in every panel
     for ax, (condition, by_head) in zip(axes, sorted(groups.items()), strict=True):
         for (arm, scale), curves in sorted(by_head.items()):
-            color = None
             for kind, style in ((0, "-"), (1, "--")):
-                epochs = sorted(set.intersection(*(set(c[kind]) for c in curves)))
-                mean = [np.mean([c[kind][e] for c in curves]) for e in epochs]
+                # every epoch any seed logged, each the mean of the seeds that logged it: a seed whose log starts
+                # late (a resume before the log was kept, docs/resume.md) does not cut the others' curve
+                epochs = sorted(set().union(*(set(c[kind]) for c in curves)))
+                mean = [np.mean([c[kind][e] for c in curves if e in c[kind]]) for e in epochs]
                 name = f"{arm} @ {scale:g} (n={len(curves)})" if kind == 0 else None
-                (line,) = ax.plot(epochs, mean, style, color=color, lw=1.2, label=name)
-                color = line.get_color()
+                ax.plot(epochs, mean, style, color=palette[arm], lw=1.2, label=name)
         ax.set_title(condition, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("IoU: val (solid), train labels (dashed)")
