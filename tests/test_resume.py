@@ -437,14 +437,16 @@ def test_a_kill_under_cpu_ddp_then_resume_equals_uninterrupted(tmp_path, signum)
     last.ckpt exists; resumed through the CLI. kill -9 leaves that checkpoint; on SIGTERM Lightning stops both
     ranks at the batch where rank 0 saw it, and the run saves there and exits with 143.
 
-    Every save falls on an epoch's end (2 steps an epoch) and there is no augmentation: under DDP the training
-    order is Lightning's DistributedSampler's (seeded per epoch) and flips would come from per-worker generators,
-    which a checkpoint does not restore mid-epoch (docs/resume.md).
+    Every save falls on an epoch's end (16 training images, 8 a batch on each of 2 ranks: one step an epoch, so
+    also the save on SIGTERM, which comes at the batch where the ranks agree on it) and there is no augmentation:
+    under DDP the training order is Lightning's DistributedSampler's (seeded per epoch) and flips would come from
+    per-worker generators, which a checkpoint does not restore mid-epoch (docs/resume.md).
     """
-    from tests.test_ddp import ddp_overrides
+    from tests.test_ddp import SPLIT, ddp_overrides
 
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
-    overrides = [*ddp, *ddp_overrides(tmp_path)[:-1], "trainer.max_epochs=4", "~augment"]
+    one_step_an_epoch = f"data.source.counts={{train: 16, val: {SPLIT}, test: {SPLIT}}}"
+    overrides = [*ddp, *ddp_overrides(tmp_path)[:-1], one_step_an_epoch, "trainer.max_epochs=8", "~augment"]
     overrides += ["callbacks.resumable_checkpoint.every_n_train_steps=2"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     whole = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path, timeout=600, OMP_NUM_THREADS="1")
@@ -466,3 +468,4 @@ def test_a_kill_under_cpu_ddp_then_resume_equals_uninterrupted(tmp_path, signum)
     b = json.loads((run_dir / "summary.json").read_text())
     for key in COMPARED:
         assert a[key] == b[key], key
+    assert_same_csv_log(run_dir, tmp_path / "whole")
