@@ -140,6 +140,7 @@ def train(cfg: DictConfig) -> dict:
     check_optimized_metric(cfg.get("optimized_metric"))  # before training, not after: a sweep would waste a job
     check_values(cfg)  # trainer.max_epochs=abc, optimizer.lr=-1: one line now, not an error inside Lightning or torch
     check_accelerator(cfg.trainer)
+    source_commit()  # read (and cached) now, near when this process loaded its code, not after hours of training
     run_dir = Path(cfg.paths.output_dir)
     earlier = continuation(cfg)  # resume=, or a sweep job launched again: checked before anything is written
     if earlier.finished is not None:
