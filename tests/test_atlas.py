@@ -48,6 +48,7 @@ class Sweep:
         optimizer=None,
         epochs=6,
         last_lr=None,
+        folder=None,
     ):
         job = self.root / str(self.count)
         self.count += 1
@@ -79,9 +80,10 @@ class Sweep:
             ]
             (job / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
         data = {
-            "root": str(self.root / "no-data"),
+            "root": folder or str(self.root / "no-data"),
             "batch_size": 16,
-            "source": {"size": 32, "counts": {"train": 320, "val": 200, "test": 200}},
+            # a folder dataset (real images, scripts/prepare.py) has no generated source
+            "source": None if folder else {"size": 32, "counts": {"train": 320, "val": 200, "test": 200}},
             "label_noise": noise,
         }
         config = {
@@ -358,6 +360,18 @@ def test_a_regime_arm_is_its_own_condition_family_and_interaction_with_best_and_
         "sigmoid_mse has 0 of 6 seeds: python train.py -m experiment=regime_small lr_scale=0.1 head=sigmoid_mse"
         " hydra.sweep.dir=multirun/regime_small/sigmoid_mse"
     }
+
+
+def test_a_real_image_arm_rendered_alone_describes_its_folder_dataset(tmp_path):
+    """The ISBI and CamVid arms read prepared folders, not generated images: their pilots render on their own."""
+    from scripts.atlas import main
+
+    pilots = [Sweep(tmp_path / f"pilot_{head}", "regime_isbi") for head in ("sigmoid_bce", "tanh_mse")]
+    for sweep in pilots:
+        sweep.job(sweep.root.name.removeprefix("pilot_"), 0, test=0.67, folder="data/isbi2012", epochs=400)
+    report = main([*(str(s.root) for s in pilots), "--out", str(tmp_path / "rendered")]).read_text()
+    assert "The folder dataset `data/isbi2012`, batch 16, 400 epochs (120 steps;" in report
+    assert "validation every 2 epochs on its val split (best.ckpt by val IoU), test on its test split." in report
 
 
 def test_a_regime_arms_claims_read_the_best_checkpoint_the_final_weights_and_their_difference(tmp_path, atlas):

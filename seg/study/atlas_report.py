@@ -138,18 +138,25 @@ def _schedule_section(runs) -> list[str]:
     finished = [r for r in runs if r.summary is not None and (r.path / "config.yaml").exists()]
     if not finished:
         return []
-    config = yaml.safe_load((finished[0].path / "config.yaml").read_text())
+    configs = [yaml.safe_load((r.path / "config.yaml").read_text()) for r in finished]
+    # The atlas's own cells are generated data; a rendering of real-image arms alone describes their folder.
+    config = next((c for c in configs if c["data"].get("source")), configs[0])
     data, trainer = config["data"], config["trainer"]
     steps = sorted({int(r.summary.get("global_step", 0)) for r in finished})
+    source = data.get("source")
+    if source:
+        images = f"{source['size']} px images, {source['counts']['train']} training images"
+        val, test = f"{source['counts']['val']} images", f"{source['counts']['test']} images"
+    else:
+        images = f"The folder dataset `{data['root']}`"
+        val, test = "its val split", "its test split"
     return [
         "## Schedule of every cell",
         "",
-        f"{data['source']['size']} px images, {data['source']['counts']['train']} training images, batch "
-        f"{data['batch_size']}, {trainer['max_epochs']} epochs ({', '.join(map(str, steps))} steps; a condition that "
-        "needs a longer schedule says so in its table below), OneCycle "
-        f"to the peak lr, validation every {trainer['check_val_every_n_epoch']} epochs on "
-        f"{data['source']['counts']['val']} images (best.ckpt by val IoU), test on {data['source']['counts']['test']} "
-        "images. One CPU thread per job.",
+        f"{images}, batch {data['batch_size']}, {trainer['max_epochs']} epochs ({', '.join(map(str, steps))} steps;"
+        " a condition that needs a longer schedule says so in its table below), OneCycle to the peak lr, validation"
+        f" every {trainer['check_val_every_n_epoch']} epochs on {val} (best.ckpt by val IoU), test on {test}."
+        " One CPU thread per job.",
         "",
     ]
 
